@@ -1,0 +1,82 @@
+"""Configuration of the ViT → projection → GPT-2 captioner."""
+
+from transformers import AutoConfig, CLIPVisionConfig, GPT2Config, PretrainedConfig
+
+# Vision towers we know how to read a feature from: CLIP (pooled = the 512-d projected image embedding),
+# ViT (pooled = the final [CLS] state) and SigLIP (pooled = its attention-pooling head).
+SUPPORTED_VISION_MODEL_TYPES = ("clip_vision_model", "vit", "siglip_vision_model")
+VISION_FEATURES = ("pooled", "patch")
+
+
+def _as_config(value, default_cls, vision: bool):
+    if value is None:
+        return default_cls()
+    if isinstance(value, PretrainedConfig):
+        config = value
+    else:
+        value = dict(value)
+        config = AutoConfig.for_model(value.pop("model_type"), **value)
+    # A full CLIP or SigLIP config carries a text tower we do not want: keep its vision half.
+    if vision and getattr(config, "vision_config", None) is not None:
+        config = config.vision_config
+    return config
+
+
+class VitGpt2Config(PretrainedConfig):
+    r"""
+    Args:
+        vision_config: CLIP vision (default), ViT or SigLIP vision config, or its dict.
+        text_config: GPT-2 config, or its dict.
+        vision_feature: `"pooled"` — one image embedding (CLIP: the 512-d projected embedding) mapped by the MLP to
+            `prefix_length` prefix tokens, as ClipCap does; `"patch"` — every patch token of `vision_feature_layer`
+            mapped by the MLP to one prefix token each, as LLaVA does.
+        vision_feature_layer: hidden layer whose patch tokens are used when `vision_feature="patch"`.
+        prefix_length: number of prefix tokens the pooled embedding is split into (pooled features only).
+        projection_hidden_size: width of the MLP's hidden layer; default twice GPT-2's width (1536 for GPT-2 small).
+    """
+
+    model_type = "vitgpt2"
+    sub_configs = {"vision_config": AutoConfig, "text_config": AutoConfig}
+
+    def __init__(
+        self,
+        vision_config=None,
+        text_config=None,
+        vision_feature: str = "pooled",
+        vision_feature_layer: int = -2,
+        prefix_length: int = 1,
+        projection_hidden_size: int | None = None,
+        **kwargs,
+    ):
+        self.vision_config = _as_config(vision_config, CLIPVisionConfig, vision=True)
+        self.text_config = _as_config(text_config, GPT2Config, vision=False)
+        if self.vision_config.model_type not in SUPPORTED_VISION_MODEL_TYPES:
+            raise ValueError(
+                f"vision_config.model_type={self.vision_config.model_type!r} is not supported; "
+                f"use one of {SUPPORTED_VISION_MODEL_TYPES}"
+            )
+        if self.text_config.model_type != "gpt2":
+            raise ValueError(f"text_config.model_type={self.text_config.model_type!r} is not supported; use 'gpt2'")
+        if vision_feature not in VISION_FEATURES:
+            raise ValueError(f"vision_feature={vision_feature!r}; use one of {VISION_FEATURES}")
+        if prefix_length < 1 or (vision_feature == "patch" and prefix_length != 1):
+            raise ValueError(
+                f"prefix_length={prefix_length}: must be >= 1, and 1 with patch features (one token per patch)"
+            )
+        self.vision_feature = vision_feature
+        self.vision_feature_layer = vision_feature_layer
+        self.prefix_length = prefix_length
+        self.projection_hidden_size = projection_hidden_size or 2 * self.text_config.n_embd
+        # GPT-2 has no pad token; the processor pads with EOS, and Seq2SeqTrainer pads predictions with this.
+        kwargs.setdefault("pad_token_id", self.text_config.eos_token_id)
+        kwargs.setdefault("eos_token_id", self.text_config.eos_token_id)
+        kwargs.setdefault("bos_token_id", self.text_config.bos_token_id)
+        kwargs.setdefault("tie_word_embeddings", self.text_config.tie_word_embeddings)
+        super().__init__(**kwargs)
+
+    @property
+    def vision_feature_size(self) -> int:
+        """Width of one vision feature vector fed to the projection MLP."""
+        if self.vision_feature == "pooled" and self.vision_config.model_type == "clip_vision_model":
+            return self.vision_config.projection_dim
+        return self.vision_config.hidden_size

@@ -1,0 +1,48 @@
+"""`pipeline("image-to-text", model=..., trust_remote_code=True)` — transformers 5 no longer ships that task."""
+
+from collections.abc import Iterable, Sized
+
+from PIL import Image
+from transformers import Pipeline
+
+from .processing_vitgpt2 import load_image
+
+TASK = "image-to-text"
+
+
+class VitGpt2CaptioningPipeline(Pipeline):
+    """Captions images: a PIL image, a path, a URL, or a list / `datasets` column of them.
+
+    Generation kwargs (`max_new_tokens`, `num_beams`, `do_sample`, ...) pass straight to `model.generate`.
+    Returns `[{"generated_text": caption}]` per image.
+    """
+
+    _load_processor = True
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = False
+
+    def _sanitize_parameters(self, generate_kwargs=None, **kwargs):
+        forward_params = dict(generate_kwargs or {})
+        forward_params.update(kwargs)
+        return {}, forward_params, {}
+
+    def __call__(self, inputs, **kwargs):
+        # A `datasets` column (or any sized iterable of images) is captioned like a list.
+        if (
+            isinstance(inputs, Iterable)
+            and isinstance(inputs, Sized)
+            and not isinstance(inputs, (str, bytes, list, tuple, dict, Image.Image))
+            and not hasattr(inputs, "shape")
+        ):
+            inputs = list(inputs)
+        return super().__call__(inputs, **kwargs)
+
+    def preprocess(self, image):
+        return self.processor(images=load_image(image), return_tensors="pt")
+
+    def _forward(self, model_inputs, **generate_kwargs):
+        return {"generated_ids": self.model.generate(pixel_values=model_inputs["pixel_values"], **generate_kwargs)}
+
+    def postprocess(self, model_outputs):
+        return [{"generated_text": text} for text in self.processor.batch_decode(model_outputs["generated_ids"])]

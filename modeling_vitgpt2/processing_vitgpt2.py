@@ -1,0 +1,150 @@
+"""Processor: image processor (pixels) + GPT-2 tokenizer (captions), and robust image loading."""
+
+import os
+
+import numpy as np
+import transformers
+from PIL import Image, ImageFile, UnidentifiedImageError
+from transformers import AutoImageProcessor, AutoTokenizer, BatchFeature, ProcessorMixin
+from transformers.image_utils import load_image as load_image_from_url
+
+
+class ImageLoadError(ValueError):
+    """An input that cannot be turned into an RGB image; the message names the input."""
+
+
+def _describe(source) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return f"<{type(source).__name__}>"
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB for every mode PIL decodes: alpha composited onto white, 16-bit and float scaled to 8 bits."""
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(values / top * 255.0, 0, 255).round().astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(source, max_side: int = 2048) -> Image.Image:
+    """An RGB PIL image from a PIL image, numpy array, local path or http(s) URL.
+
+    Raises ImageLoadError naming `source` for missing, empty, non-image, truncated or oversized inputs. Very large
+    images are shrunk to `max_side` on load (JPEGs decode at reduced size directly) — the model sees 224 px anyway.
+    """
+    name = _describe(source)
+    try:
+        if isinstance(source, Image.Image):
+            image = source
+        elif isinstance(source, np.ndarray):
+            image = Image.fromarray(source)
+        elif isinstance(source, (str, os.PathLike)):
+            path = os.fspath(source)
+            if path.startswith(("http://", "https://")):
+                image = load_image_from_url(path)
+            elif not os.path.isfile(path):
+                raise ImageLoadError(f"{name}: no such file")
+            elif os.path.getsize(path) == 0:
+                raise ImageLoadError(f"{name}: empty file (0 bytes)")
+            else:
+                image = Image.open(path)
+        else:
+            raise ImageLoadError(f"{name}: expected a PIL image, numpy array, path or URL")
+        image.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced scale instead of full size
+        image.load()
+        if max(image.size) > max_side:
+            image.thumbnail((max_side, max_side))
+        return _to_rgb(image)
+    except ImageLoadError:
+        raise
+    except UnidentifiedImageError as error:
+        raise ImageLoadError(f"{name}: not an image file PIL can read") from error
+    except Image.DecompressionBombError as error:
+        raise ImageLoadError(f"{name}: too many pixels to decode safely ({error})") from error
+    except (OSError, SyntaxError, ValueError, TypeError) as error:
+        raise ImageLoadError(f"{name}: truncated or corrupt image ({error})") from error
+
+
+class VitGpt2Processor(ProcessorMixin):
+    """`processor(images=..., text=...)` → `pixel_values` (+ `input_ids`, `attention_mask`, `labels` with text).
+
+    Every caption ends with EOS, so the model learns where to stop; padding is EOS too (GPT-2 has no pad token)
+    but padded positions get label -100 and are never learned.
+    """
+
+    if int(transformers.__version__.split(".")[0]) < 5:  # 4.x finds sub-processors through these (5.x: __init__)
+        attributes = ["image_processor", "tokenizer"]
+        image_processor_class = "AutoImageProcessor"
+        tokenizer_class = "AutoTokenizer"
+
+    def __init__(self, image_processor=None, tokenizer=None, **kwargs):
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "right"
+        super().__init__(image_processor, tokenizer, **kwargs)
+
+    @classmethod
+    def from_vision_text_pretrained(cls, vision_model_name_or_path, text_model_name_or_path, **kwargs):
+        """The image processor of the vision checkpoint + the tokenizer of the GPT-2 checkpoint."""
+        image_processor = AutoImageProcessor.from_pretrained(vision_model_name_or_path, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(text_model_name_or_path, **kwargs)
+        return cls(image_processor=image_processor, tokenizer=tokenizer)
+
+    def __call__(self, images=None, text=None, max_length: int | None = None, return_tensors="pt", **kwargs):
+        if images is None and text is None:
+            raise ValueError("pass images=..., text=... or both")
+        data = {}
+        if images is not None:
+            images = [load_image(image) for image in (images if isinstance(images, (list, tuple)) else [images])]
+            pixels = self.image_processor(
+                images, return_tensors=return_tensors, input_data_format="channels_last", **kwargs
+            )
+            data["pixel_values"] = pixels["pixel_values"]
+        if text is not None:
+            data.update(self.tokenize_captions(text, max_length=max_length, return_tensors=return_tensors))
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def tokenize_captions(self, text, max_length: int | None = None, return_tensors="pt") -> dict:
+        """Caption tokens + EOS (EOS kept even when truncating to `max_length`), right-padded, with `labels`."""
+        captions = [text] if isinstance(text, str) else list(text)
+        for index, caption in enumerate(captions):
+            if not isinstance(caption, str) or not caption.strip():
+                raise ValueError(f"caption {index} is empty or not a string: {caption!r}")
+        limit = None if max_length is None else max_length - 1
+        ids = self.tokenizer(captions, add_special_tokens=False, truncation=limit is not None, max_length=limit)
+        eos = self.tokenizer.eos_token_id
+        features = [{"input_ids": row + [eos]} for row in ids["input_ids"]]
+        batch = self.tokenizer.pad(features, padding=True, return_tensors=return_tensors)
+        labels = batch["input_ids"].clone() if return_tensors == "pt" else np.array(batch["input_ids"])
+        labels[batch["attention_mask"] == 0] = -100
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels}
+
+    def batch_decode(self, sequences, skip_special_tokens: bool = True, **kwargs) -> list[str]:
+        """Caption strings; -100 (the padding Trainer puts in labels and predictions) is skipped."""
+        sequences = np.asarray(sequences.cpu() if hasattr(sequences, "cpu") else sequences)
+        sequences = np.where(sequences < 0, self.tokenizer.pad_token_id, sequences)
+        texts = self.tokenizer.batch_decode(sequences, skip_special_tokens=skip_special_tokens, **kwargs)
+        return [text.strip() for text in texts]
+
+    def decode(self, sequence, skip_special_tokens: bool = True, **kwargs) -> str:
+        return self.batch_decode([sequence], skip_special_tokens=skip_special_tokens, **kwargs)[0]
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Writes `preprocessor_config.json` too: transformers 4.x reads the image processor from there."""
+        files = super().save_pretrained(save_directory, *args, **kwargs)
+        self.image_processor.save_pretrained(save_directory)
+        return files
+
+    @property
+    def model_input_names(self):
+        return ["pixel_values", "input_ids", "attention_mask", "labels"]

@@ -33,8 +33,14 @@ def build_vision_tower(vision_config) -> PreTrainedModel:
 
 def load_vision_tower(name_or_path, **kwargs) -> PreTrainedModel:
     """Loads the vision half of a CLIP, ViT or SigLIP checkpoint (hub id or local folder)."""
-    model_type = AutoConfig.from_pretrained(name_or_path, **kwargs).model_type
-    if model_type in ("clip", "clip_vision_model"):
+    config = AutoConfig.from_pretrained(name_or_path, **kwargs)
+    model_type = config.model_type
+    if model_type == "clip":
+        # The image projection's width is the full CLIP config's projection_dim, not its vision config's default.
+        vision_config = config.vision_config
+        vision_config.projection_dim = config.projection_dim
+        return CLIPVisionModelWithProjection.from_pretrained(name_or_path, config=vision_config, **kwargs)
+    if model_type == "clip_vision_model":
         return CLIPVisionModelWithProjection.from_pretrained(name_or_path, **kwargs)
     if model_type == "vit":
         return ViTModel.from_pretrained(name_or_path, add_pooling_layer=False, **kwargs)

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 import transformers
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from transformers import AutoImageProcessor, AutoTokenizer, BatchFeature, ProcessorMixin
 from transformers.image_utils import load_image as load_image_from_url
 

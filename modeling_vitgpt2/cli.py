@@ -1,0 +1,77 @@
+"""Command line: `python -m modeling_vitgpt2 caption IMAGE [IMAGE ...] --model DIR_OR_HUB_ID`."""
+
+import argparse
+import json
+import sys
+
+import torch
+from tqdm.auto import tqdm
+
+
+def caption_command(args) -> int:
+    from transformers import AutoModel, AutoProcessor
+
+    from .processing_vitgpt2 import ImageLoadError, load_image
+
+    model = AutoModel.from_pretrained(args.model, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
+    generate_kwargs = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams}
+
+    results = {}  # path -> {"caption": ...} or {"error": ...}, printed in the order given
+    loaded = []
+    for path in args.images:
+        try:
+            loaded.append((path, load_image(path)))
+        except ImageLoadError as error:
+            results[path] = {"error": str(error)}
+    batches = range(0, len(loaded), args.batch_size)
+    for start in tqdm(batches, desc="captioning", unit="batch", disable=len(batches) < 2, file=sys.stderr):
+        batch = loaded[start : start + args.batch_size]
+        inputs = processor(images=[image for _, image in batch], return_tensors="pt")
+        with torch.inference_mode():
+            ids = model.generate(**inputs, **generate_kwargs)
+        for (path, _), caption in zip(batch, processor.batch_decode(ids)):
+            results[path] = {"caption": caption}
+
+    failed = 0
+    ordered = [{"image": path, **results[path]} for path in dict.fromkeys(args.images)]
+    for row in ordered:
+        if "error" in row:
+            failed += 1
+            print(f"error: {row['error']}", file=sys.stderr)
+        elif not args.json:
+            print(f"{row['image']}\t{row['caption']}")
+    if args.json:
+        print(json.dumps(ordered, indent=2, ensure_ascii=False))
+    if failed:
+        print(f"{failed} of {len(ordered)} images could not be captioned", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m modeling_vitgpt2",
+        description="vitgpt2: caption images with a ViT -> MLP -> GPT-2 captioning model.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    caption = commands.add_parser(
+        "caption",
+        help="caption image files",
+        description="Prints one line per image, 'PATH<TAB>caption'. Images that cannot be read are reported on "
+        "stderr and the others are still captioned; the exit status is 1 if any image failed.",
+    )
+    caption.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format PIL reads) or URLs")
+    caption.add_argument(
+        "--model", required=True, help="a saved model folder (e.g. runs/default) or a Hub id (e.g. user/vitgpt2-coco)"
+    )
+    caption.add_argument("--json", action="store_true", help="print a JSON list of {image, caption | error}")
+    caption.add_argument("--max-new-tokens", type=int, default=32, help="longest caption, in tokens (default 32)")
+    caption.add_argument("--num-beams", type=int, default=1, help="beam search width; 1 = greedy (default 1)")
+    caption.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    caption.set_defaults(run=caption_command)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)

@@ -1,0 +1,100 @@
+"""Tiny models, processors and images built in the tests: nothing is downloaded."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from modeling_vitgpt2.scratch import build_scratch_model, build_scratch_processor, train_caption_tokenizer
+
+CAPTIONS = [
+    "a red circle on the left",
+    "two small blue squares",
+    "a green triangle above a yellow star",
+    "three purple hearts in a row",
+    "an orange square below a white circle",
+    "one big black triangle",
+    "a pink star right of a gray circle",
+    "four tiny cyan dots",
+]
+IMAGE_SIZE = 32
+
+
+def distinct_images(count: int, size: int = IMAGE_SIZE, seed: int = 0) -> list[Image.Image]:
+    """`count` clearly different RGB images: a coloured block pattern per index on noise."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for index in range(count):
+        pixels = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+        colour = np.array([(index * 97) % 256, (index * 53 + 80) % 256, (index * 191 + 40) % 256], dtype=np.uint8)
+        row, col = divmod(index, 4)
+        half = size // 2
+        pixels[row * half : (row + 1) * half, col * (size // 4) : (col + 1) * (size // 4)] = colour
+        images.append(Image.fromarray(pixels))
+    return images
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return train_caption_tokenizer(CAPTIONS * 4, vocab_size=300)
+
+
+@pytest.fixture(scope="session")
+def processor(tokenizer):
+    return build_scratch_processor(tokenizer, IMAGE_SIZE)
+
+
+def tiny_model(tokenizer, seed: int = 0, **config_kwargs):
+    torch.manual_seed(seed)
+    sizes = dict(image_size=IMAGE_SIZE, patch_size=8, vision_width=32, vision_layers=2, text_width=32, text_layers=2)
+    return build_scratch_model(tokenizer, **{**sizes, **config_kwargs}).eval()
+
+
+@pytest.fixture(scope="session")
+def model(tokenizer):
+    return tiny_model(tokenizer)
+
+
+@pytest.fixture(scope="session")
+def saved_dir(tmp_path_factory, model, processor):
+    """A folder written only by model.save_pretrained + processor.save_pretrained, as users do."""
+    folder = tmp_path_factory.mktemp("saved")
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def train_on_pairs(model, processor, images, captions, steps: int, shuffle_pairs: bool = False, seed: int = 0):
+    """Plain AdamW on (image, caption) pairs; `shuffle_pairs` re-pairs captions with random images every step."""
+    generator = torch.Generator().manual_seed(seed)
+    pixel_values = processor(images=images)["pixel_values"]
+    text = processor.tokenize_captions(captions)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        order = torch.randperm(len(images), generator=generator) if shuffle_pairs else torch.arange(len(images))
+        loss = model(pixel_values=pixel_values[order], **text).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model.eval()
+
+
+def caption(model, processor, images, **generate_kwargs):
+    pixel_values = processor(images=images)["pixel_values"]
+    return processor.batch_decode(model.generate(pixel_values=pixel_values, max_new_tokens=40, **generate_kwargs))
+
+
+@pytest.fixture(scope="session")
+def trained_dir(tmp_path_factory, tokenizer, processor):
+    """A tiny model that has learned the 8 CAPTIONS for distinct_images(8), saved as users save it."""
+    model = train_on_pairs(tiny_model(tokenizer, seed=5), processor, distinct_images(8), CAPTIONS, steps=300)
+    folder = tmp_path_factory.mktemp("trained")
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

@@ -84,6 +84,7 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
         self.vision_tower = build_vision_tower(config.vision_config)
         self.projector = VitGpt2Projector(config)
         self.language_model = GPT2LMHeadModel(config.text_config)
+        self.language_model.loss_type = "ForCausalLM"  # its class name does not tell transformers 5 which loss
         self.post_init()
         if self.generation_config.max_new_tokens is None:
             self.generation_config.max_new_tokens = DEFAULT_MAX_NEW_TOKENS
@@ -96,9 +97,7 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
         """
         vision_tower = load_vision_tower(vision_model_name_or_path)
         language_model = GPT2LMHeadModel.from_pretrained(text_model_name_or_path)
-        config = cls.config_class(
-            vision_config=vision_tower.config, text_config=language_model.config, **config_kwargs
-        )
+        config = cls.config_class(vision_config=vision_tower.config, text_config=language_model.config, **config_kwargs)
         model = cls(config)
         model.vision_tower.load_state_dict(vision_tower.state_dict())
         model.language_model.load_state_dict(language_model.state_dict())
@@ -137,6 +136,15 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
         """Stops gradients to the vision tower and/or GPT-2; the projection always trains."""
         for module, frozen in ((self.vision_tower, vision_tower), (self.language_model, language_model)):
             module.requires_grad_(not frozen)
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        # A frozen part is a fixed function: no dropout, so cached and recomputed vision features agree.
+        for part in (self.vision_tower, self.language_model):
+            if not any(parameter.requires_grad for parameter in part.parameters()):
+                part.eval()
+        return self
 
     def get_vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The vision tower's output the projection reads: (batch, features) pooled or (batch, patches, features)."""
@@ -195,11 +203,19 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
         """Caption token ids for each image: greedy, beam search or sampling, as `generation_config`/kwargs say.
 
         The caption comes from the image alone: a gold caption passed in (as Seq2SeqTrainer does) is ignored.
+        `max_length`, like `max_new_tokens`, counts caption tokens only.
         """
         for key in _GOLD_CAPTION_KEYS:
             kwargs.pop(key, None)
-        generation_config = copy.deepcopy(generation_config if generation_config is not None else self.generation_config)
+        if "max_length" in kwargs and "max_new_tokens" not in kwargs:
+            # As for encoder-decoder captioners, max_length counts caption tokens: the image prefix is not text.
+            kwargs["max_new_tokens"] = kwargs.pop("max_length")
+        generation_config = copy.deepcopy(
+            generation_config if generation_config is not None else self.generation_config
+        )
         model_kwargs = generation_config.update(**kwargs)  # returns the kwargs that are not generation settings
+        if generation_config.max_new_tokens is not None:
+            generation_config.max_length = None  # max_new_tokens wins anyway; this avoids a spurious clash warning
         prefix = self.get_image_features(pixel_values, vision_features)
         mask = torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device)
         return self.language_model.generate(

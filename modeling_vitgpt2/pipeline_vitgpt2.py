@@ -5,8 +5,6 @@ from collections.abc import Iterable, Sized
 from PIL import Image
 from transformers import Pipeline
 
-from .processing_vitgpt2 import load_image
-
 TASK = "image-to-text"
 
 
@@ -39,7 +37,9 @@ class VitGpt2CaptioningPipeline(Pipeline):
         return super().__call__(inputs, **kwargs)
 
     def preprocess(self, image):
-        return self.processor(images=load_image(image), return_tensors="pt")
+        # The processor reads paths and URLs itself (and names any input it cannot read). No import of the
+        # processing module here: transformers 4.x copies only the modeling file's direct imports.
+        return self.processor(images=image, return_tensors="pt")
 
     def _forward(self, model_inputs, **generate_kwargs):
         return {"generated_ids": self.model.generate(pixel_values=model_inputs["pixel_values"], **generate_kwargs)}

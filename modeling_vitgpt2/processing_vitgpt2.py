@@ -1,5 +1,7 @@
 """Processor: image processor (pixels) + GPT-2 tokenizer (captions), and robust image loading."""
 
+import io
+import json
 import os
 
 import numpy as np
@@ -37,15 +39,22 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def load_image(source, max_side: int = 2048) -> Image.Image:
-    """An RGB PIL image from a PIL image, numpy array, local path or http(s) URL.
+    """An RGB PIL image from a PIL image, numpy array, encoded bytes, local path, http(s) URL, or a `datasets`
+    undecoded image (`{"bytes": ..., "path": ...}`).
 
     Raises ImageLoadError naming `source` for missing, empty, non-image, truncated or oversized inputs. Very large
     images are shrunk to `max_side` on load (JPEGs decode at reduced size directly) — the model sees 224 px anyway.
     """
+    if isinstance(source, dict):  # datasets.Image(decode=False): bytes when embedded, else a path
+        source = source.get("bytes") or source.get("path")
     name = _describe(source)
     try:
         if isinstance(source, Image.Image):
             image = source
+        elif isinstance(source, (bytes, bytearray)):
+            if not source:
+                raise ImageLoadError(f"{name}: empty (0 bytes)")
+            image = Image.open(io.BytesIO(source))
         elif isinstance(source, np.ndarray):
             image = Image.fromarray(source)
         elif isinstance(source, (str, os.PathLike)):
@@ -59,7 +68,7 @@ def load_image(source, max_side: int = 2048) -> Image.Image:
             else:
                 image = Image.open(path)
         else:
-            raise ImageLoadError(f"{name}: expected a PIL image, numpy array, path or URL")
+            raise ImageLoadError(f"{name}: expected a PIL image, numpy array, bytes, path or URL")
         image.draft("RGB", (max_side, max_side))  # JPEG: decode at a reduced scale instead of full size
         image.load()
         if max(image.size) > max_side:
@@ -140,9 +149,17 @@ class VitGpt2Processor(ProcessorMixin):
         return self.batch_decode([sequence], skip_special_tokens=skip_special_tokens, **kwargs)[0]
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Writes `preprocessor_config.json` too: transformers 4.x reads the image processor from there."""
+        """Also readable by transformers 4.x: the image processor in `preprocessor_config.json`, and the tokenizer
+        as `PreTrainedTokenizerFast` (5.x writes `TokenizersBackend` or `GPT2Tokenizer`, which 4.x either lacks or
+        reads as the slow tokenizer without vocab.json/merges.txt); tokenizer.json holds the whole tokenizer."""
         files = super().save_pretrained(save_directory, *args, **kwargs)
         self.image_processor.save_pretrained(save_directory)
+        tokenizer_config = os.path.join(save_directory, "tokenizer_config.json")
+        with open(tokenizer_config, encoding="utf-8") as file:
+            config = json.load(file)
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        with open(tokenizer_config, "w", encoding="utf-8") as file:
+            json.dump(config, file, indent=2, ensure_ascii=False)
         return files
 
     @property

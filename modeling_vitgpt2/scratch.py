@@ -4,7 +4,7 @@ and by the tests; not shipped with checkpoints."""
 
 from collections.abc import Iterable
 
-from tokenizers import ByteLevelBPETokenizer
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import CLIPImageProcessorPil, CLIPVisionConfig, GPT2Config, PreTrainedTokenizerFast
 
 from .configuration_vitgpt2 import VitGpt2Config
@@ -16,8 +16,16 @@ EOS = "<|endoftext|>"
 
 def train_caption_tokenizer(captions: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
     """A GPT-2-style byte-level BPE tokenizer learned from `captions`, with GPT-2's `<|endoftext|>` as EOS/pad."""
-    bpe = ByteLevelBPETokenizer(add_prefix_space=True)
-    bpe.train_from_iterator(captions, vocab_size=vocab_size, min_frequency=1, special_tokens=[EOS], show_progress=False)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(captions, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=EOS, eos_token=EOS, unk_token=EOS, pad_token=EOS)
 
 

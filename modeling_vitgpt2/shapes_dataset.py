@@ -37,9 +37,7 @@ COUNT_WORDS = {1: "a", 2: "two", 3: "three"}
 GRID = 4
 BACKGROUND = (90, 90, 90)
 # One held-out shape per colour, each shape held out for some colour: every colour and shape is still seen.
-UNSEEN_COMBINATIONS = frozenset(
-    (colour, SHAPES[(index * 2) % len(SHAPES)]) for index, colour in enumerate(COLOURS)
-)
+UNSEEN_COMBINATIONS = frozenset((colour, SHAPES[(index * 2) % len(SHAPES)]) for index, colour in enumerate(COLOURS))
 GROUP_LAYOUTS = ((1,), (2,), (3,), (1, 1), (1, 2), (2, 1))  # objects per group: 1–3 objects in 1–2 groups
 
 
@@ -62,7 +60,8 @@ def draw_shape(draw: ImageDraw.ImageDraw, shape: str, centre, radius: float, col
 
 
 def describe_group(count: int, size: str, colour: str, shape: str) -> str:
-    return f"{COUNT_WORDS[count]} {size} {colour} {shape}{'es' if shape == 'cross' and count > 1 else 's' if count > 1 else ''}"
+    plural = "" if count == 1 else "es" if shape == "cross" else "s"
+    return f"{COUNT_WORDS[count]} {size} {colour} {shape}{plural}"
 
 
 def caption_for(groups) -> str:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, GPT2Config, GPT2LMHeadModel
 
 from modeling_vitgpt2.scratch import build_scratch_model, build_scratch_processor, train_caption_tokenizer
 
@@ -97,4 +98,39 @@ def trained_dir(tmp_path_factory, tokenizer, processor):
     folder = tmp_path_factory.mktemp("trained")
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
+    return folder
+
+
+VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32)
+
+
+def save_clip(folder):
+    config = CLIPConfig(
+        vision_config={**VISION, "patch_size": 8},
+        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4),
+        projection_dim=24,
+    )
+    model = CLIPModel(config)
+    model.save_pretrained(folder)
+    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return {"vision_model": model.vision_model, "visual_projection": model.visual_projection}
+
+
+@pytest.fixture(scope="session")
+def gpt2_dir(tmp_path_factory, tokenizer):
+    """A tiny GPT-2 checkpoint with its tokenizer, saved as `gpt2` is on the Hub."""
+    folder = tmp_path_factory.mktemp("gpt2")
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=64)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory):
+    """A tiny CLIP checkpoint with its image processor, saved as `openai/clip-vit-base-patch32` is on the Hub."""
+    folder = tmp_path_factory.mktemp("clip")
+    torch.manual_seed(0)
+    save_clip(folder)
     return folder

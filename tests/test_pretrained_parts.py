@@ -3,12 +3,8 @@ make with hub ids such as ("openai/clip-vit-base-patch32", "gpt2")."""
 
 import pytest
 import torch
-from conftest import distinct_images
+from conftest import VISION, distinct_images, save_clip
 from transformers import (
-    CLIPConfig,
-    CLIPImageProcessorPil,
-    CLIPModel,
-    GPT2Config,
     GPT2LMHeadModel,
     SiglipConfig,
     SiglipModel,
@@ -17,20 +13,6 @@ from transformers import (
 )
 
 from modeling_vitgpt2 import VitGpt2ForCaptioning, VitGpt2Processor
-
-VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32)
-
-
-def save_clip(folder):
-    config = CLIPConfig(
-        vision_config={**VISION, "patch_size": 8},
-        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4),
-        projection_dim=24,
-    )
-    model = CLIPModel(config)
-    model.save_pretrained(folder)
-    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
-    return {"vision_model": model.vision_model, "visual_projection": model.visual_projection}
 
 
 def save_vit(folder):
@@ -47,17 +29,6 @@ def save_siglip(folder):
     model = SiglipModel(config)
     model.save_pretrained(folder)
     return {"": model.vision_model}  # transformers 5 flattens SiglipVisionModel
-
-
-@pytest.fixture(scope="module")
-def gpt2_dir(tmp_path_factory, tokenizer):
-    folder = tmp_path_factory.mktemp("gpt2")
-    torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=64)).save_pretrained(
-        folder
-    )
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.mark.parametrize(

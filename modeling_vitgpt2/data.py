@@ -1,0 +1,203 @@
+"""Caption datasets for training: loading (Hub, imagefolder, JSONL/CSV, built-in), validation that skips and counts
+bad examples, and the collator that turns examples into model inputs."""
+
+import logging
+import os
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+import datasets
+
+from .processing_vitgpt2 import ImageLoadError, load_image
+
+logger = logging.getLogger(__name__)
+
+BUILTIN = "builtin:shapes"
+IMAGE_COLUMN_GUESSES = ("image", "img", "picture", "file_name", "image_path", "filepath")
+CAPTION_COLUMN_GUESSES = ("captions", "caption", "sentences", "text", "raw", "label")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be trained on; raised at start-up with what is wrong."""
+
+
+def _load_raw(name: str, config: str | None, streaming: bool, seed: int, builtin_sizes: dict):
+    if name == BUILTIN:
+        from .shapes_dataset import load_shapes_dataset
+
+        dataset = load_shapes_dataset(seed=seed, **builtin_sizes)
+        return (
+            datasets.IterableDatasetDict({k: v.to_iterable_dataset() for k, v in dataset.items()})
+            if streaming
+            else dataset
+        )
+    if name.endswith((".jsonl", ".json", ".csv")):
+        if not os.path.isfile(name):
+            raise DatasetError(f"--dataset {name}: no such file")
+        builder = "csv" if name.endswith(".csv") else "json"
+        dataset = datasets.load_dataset(builder, data_files={"train": name}, streaming=streaming)
+        return _resolve_relative_paths(dataset, os.path.dirname(os.path.abspath(name)))
+    if os.path.isdir(name):
+        if any(f.startswith("metadata.") for f in os.listdir(name)) or not os.path.exists(
+            os.path.join(name, "dataset_info.json")
+        ):
+            return datasets.load_dataset("imagefolder", data_dir=name, streaming=streaming)
+        return datasets.load_from_disk(name)
+    if os.path.sep in name and not os.path.exists(name):
+        raise DatasetError(f"--dataset {name}: no such file or folder")
+    try:
+        return datasets.load_dataset(name, config, streaming=streaming)
+    except FileNotFoundError as error:
+        raise DatasetError(f"--dataset {name}: not a local path, and not found on the Hub ({error})") from error
+
+
+def _resolve_relative_paths(dataset, base: str):
+    """Image paths in a JSONL/CSV file are relative to that file."""
+
+    def resolve(example, column):
+        value = example[column]
+        if isinstance(value, str) and not value.startswith(("http://", "https://")) and not os.path.isabs(value):
+            example[column] = os.path.join(base, value)
+        return example
+
+    column = next((c for c in IMAGE_COLUMN_GUESSES if c in (dataset["train"].column_names or [])), None)
+    return dataset if column is None else dataset.map(resolve, fn_kwargs={"column": column})
+
+
+def _pick_column(columns, wanted: str | None, guesses, what: str, source: str) -> str:
+    if wanted is not None:
+        if wanted not in columns:
+            raise DatasetError(f"{source}: no {what} column {wanted!r}; the columns are {columns}")
+        return wanted
+    for guess in guesses:
+        if guess in columns:
+            return guess
+    raise DatasetError(
+        f"{source}: cannot tell which column holds the {what}; the columns are {columns} (pass --{what}_column)"
+    )
+
+
+def load_caption_dataset(args, seed: int = 0):
+    """The dataset named by `args.dataset` with two columns: `image` (undecoded) and `captions` (str or list)."""
+    builtin_sizes = {"train_size": args.builtin_train_size, "eval_size": args.builtin_eval_size}
+    dataset = _load_raw(args.dataset, args.dataset_config, args.streaming, seed, builtin_sizes)
+    if args.train_split not in dataset:
+        raise DatasetError(f"--dataset {args.dataset}: no split {args.train_split!r}; the splits are {list(dataset)}")
+    columns = dataset[args.train_split].column_names
+    if columns is None:  # a streaming dataset whose features are unknown until read
+        columns = list(next(iter(dataset[args.train_split])).keys())
+    image_column = _pick_column(columns, args.image_column, IMAGE_COLUMN_GUESSES, "image", args.dataset)
+    caption_column = _pick_column(columns, args.caption_column, CAPTION_COLUMN_GUESSES, "caption", args.dataset)
+    dataset = dataset.select_columns([image_column, caption_column])
+    if image_column != "image":
+        dataset = dataset.rename_column(image_column, "image")
+    if caption_column != "captions":
+        dataset = dataset.rename_column(caption_column, "captions")
+    return dataset.cast_column("image", datasets.Image(decode=False))
+
+
+def as_caption_list(captions) -> list[str]:
+    if captions is None:
+        return []
+    if isinstance(captions, str):
+        captions = [captions]
+    return [caption.strip() for caption in captions if isinstance(caption, str) and caption.strip()]
+
+
+@dataclass
+class SkipCounter:
+    """What validation skipped, by reason; `strict` turns the first problem into an error."""
+
+    strict: bool = False
+    reasons: Counter = field(default_factory=Counter)
+    examples: list = field(default_factory=list)
+    seen: set = field(default_factory=set)  # a stream is read once per epoch: count each bad example once
+
+    def __call__(self, example) -> bool:
+        problem = None
+        if not as_caption_list(example["captions"]):
+            problem = "empty or missing caption"
+        else:
+            try:
+                load_image(example["image"])
+            except ImageLoadError as error:
+                problem = f"unreadable image: {error}"
+        if problem is None:
+            return True
+        if self.strict:
+            raise DatasetError(f"bad example (--strict): {problem}")
+        image = example["image"] or {}
+        key = (image.get("path"), hash(image.get("bytes")), repr(example["captions"]))
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        self.reasons[problem.split(":")[0]] += 1
+        if len(self.examples) < 5:
+            self.examples.append(problem)
+        return False
+
+    def report(self, split: str, skipped: int | None = None) -> str:
+        total = sum(self.reasons.values()) if skipped is None else skipped
+        if not total:
+            return f"{split}: no bad examples"
+        detail = ", ".join(f"{count} {reason}" for reason, count in self.reasons.items()) or "counted in an earlier run"
+        shown = "".join(f"\n  e.g. {example}" for example in self.examples)
+        return f"{split}: skipped {total} bad examples ({detail}){shown}"
+
+
+def drop_bad_examples(dataset, split: str, strict: bool):
+    """Drops examples with an unreadable image or no caption; returns (dataset, counter, skipped count or None)."""
+    counter = SkipCounter(strict=strict)
+    if isinstance(dataset, datasets.IterableDataset):
+        return dataset.filter(counter), counter, None  # counted while streaming
+    before = len(dataset)
+    dataset = dataset.filter(counter, desc=f"checking {split} images")
+    if len(dataset) == 0:
+        raise DatasetError(f"{split}: no usable examples ({counter.report(split, before)})")
+    skipped = before - len(dataset)
+    logger.log(logging.WARNING if skipped else logging.INFO, counter.report(split, skipped))
+    return dataset, counter, skipped
+
+
+class CaptionCollator:
+    """Examples → `pixel_values` (or cached `vision_features`) + tokenised captions.
+
+    Training draws one of an image's captions at random each time it is seen (once per epoch); evaluation uses the
+    first (metrics score against all of them). Python's `random` is seeded and checkpointed by the Trainer, so
+    resumed runs draw the same captions.
+    """
+
+    def __init__(self, processor, max_caption_length: int, feature_cache=None):
+        self.processor = processor
+        self.max_caption_length = max_caption_length
+        self.feature_cache = feature_cache
+        self.training = True
+
+    def __call__(self, examples):
+        captions = [as_caption_list(example["captions"]) for example in examples]
+        chosen = [random.choice(options) if self.training else options[0] for options in captions]
+        batch = self.processor.tokenize_captions(chosen, max_length=self.max_caption_length)
+        if self.feature_cache is not None:
+            batch["vision_features"] = self.feature_cache.features([example["image"] for example in examples])
+        else:
+            images = [load_image(example["image"]) for example in examples]
+            batch["pixel_values"] = self.processor(images=images)["pixel_values"]
+        return batch
+
+
+def references_of(dataset) -> list[list[str]]:
+    return [as_caption_list(captions) for captions in dataset["captions"]]
+
+
+def materialise(dataset, limit: int | None) -> datasets.Dataset:
+    """A map-style copy of (the first `limit` examples of) a split — evaluation needs lengths and references."""
+    if isinstance(dataset, datasets.IterableDataset):
+        rows = list(dataset.take(limit) if limit else dataset)
+        features = (
+            datasets.Features({"image": datasets.Image(decode=False), "captions": dataset.features["captions"]})
+            if dataset.features
+            else None
+        )
+        return datasets.Dataset.from_list(rows, features=features)
+    return dataset.select(range(min(limit, len(dataset)))) if limit else dataset

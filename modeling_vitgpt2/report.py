@@ -1,0 +1,46 @@
+"""What a finished run shows: a metrics table, captions beside their references, and a picture of both."""
+
+from PIL import Image, ImageDraw
+
+from .data import as_caption_list
+from .processing_vitgpt2 import load_image
+
+METRIC_COLUMNS = ("exact_match", "bleu4", "rougeL", "cider")
+
+
+def print_metrics_table(results: dict) -> None:
+    """results: {split prefix: Trainer metrics with keys like 'test_cider'}."""
+    header = f"{'split':<14}" + "".join(f"{name:>13}" for name in METRIC_COLUMNS)
+    print("\n" + header + "\n" + "-" * len(header))
+    for prefix, metrics in results.items():
+        row = [metrics.get(f"{prefix}_{name}", float("nan")) for name in METRIC_COLUMNS]
+        print(f"{prefix:<14}" + "".join(f"{value:>13.4f}" for value in row))
+    print()
+
+
+def print_sample_captions(prefix: str, dataset, captions, count: int) -> None:
+    print(f"{prefix}: generated caption  |  reference")
+    for index in range(count):
+        reference = as_caption_list(dataset[index]["captions"])[0]
+        mark = "=" if captions[index] == reference else "x"
+        print(f"  {mark} {captions[index]!r:<55} | {reference!r}")
+    print()
+
+
+def caption_grid(dataset, captions, count: int, columns: int = 4, thumb: int = 160) -> Image.Image:
+    """Test images in a grid, each with its generated caption (and the reference when they differ, in red)."""
+    rows = max(1, -(-count // columns))
+    cell_w, cell_h = thumb + 120, thumb + 44
+    sheet = Image.new("RGB", (columns * cell_w, rows * cell_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    for index in range(count):
+        x, y = (index % columns) * cell_w, (index // columns) * cell_h
+        image = load_image(dataset[index]["image"])
+        image.thumbnail((thumb, thumb), Image.NEAREST if max(image.size) < thumb else Image.BICUBIC)
+        image = image.resize((thumb, thumb), Image.NEAREST) if max(image.size) < thumb else image
+        sheet.paste(image, (x + 60, y + 2))
+        reference = as_caption_list(dataset[index]["captions"])[0]
+        draw.text((x + 4, y + thumb + 6), captions[index][:46], fill="black")
+        if captions[index] != reference:
+            draw.text((x + 4, y + thumb + 22), reference[:46], fill=(200, 0, 0))
+    return sheet

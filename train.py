@@ -1,0 +1,392 @@
+"""Train a vitgpt2 captioner with Seq2SeqTrainer.
+
+    python train.py                      # the embedded default: a small model from scratch on the built-in
+                                         # shapes dataset, offline, ~10 minutes on 2 CPU cores
+    python train.py --vision_model openai/clip-vit-base-patch32 --text_model gpt2 \\
+        --dataset yerevann/coco-karpathy --caption_column sentences --output_dir runs/coco
+    accelerate launch train.py ...       # several GPUs (or torchrun --nproc_per_node N train.py ...)
+
+`python train.py --help` lists every option (model, data, and all of Seq2SeqTrainingArguments).
+"""
+
+import argparse
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import datasets
+import evaluate
+import torch
+import transformers
+from transformers import (
+    HfArgumentParser,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    TrainerCallback,
+)
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from modeling_vitgpt2 import VitGpt2ForCaptioning, VitGpt2Processor
+from modeling_vitgpt2.data import (
+    BUILTIN,
+    CaptionCollator,
+    DatasetError,
+    drop_bad_examples,
+    load_caption_dataset,
+    materialise,
+    references_of,
+)
+from modeling_vitgpt2.feature_cache import DEFAULT_CACHE_DIR, VisionFeatureCache
+from modeling_vitgpt2.report import caption_grid, print_metrics_table, print_sample_captions
+from modeling_vitgpt2.scratch import build_scratch_model, build_scratch_processor, train_caption_tokenizer
+
+logger = logging.getLogger("train")
+METRIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "modeling_vitgpt2", "coco_caption.py")
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Continue from a saved vitgpt2 model (folder or Hub id)."}
+    )
+    vision_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Pretrained vision checkpoint: CLIP (e.g. openai/clip-vit-base-patch32), ViT or SigLIP. "
+            "Without --vision_model/--text_model a small model is built from scratch."
+        },
+    )
+    text_model: str | None = field(default=None, metadata={"help": "Pretrained GPT-2 checkpoint (e.g. gpt2)."})
+    vision_feature: str | None = field(
+        default=None,
+        metadata={
+            "help": "'pooled' (one image embedding -> prefix_length tokens, ClipCap; the default with a "
+            "pretrained vision model) or 'patch' (one prefix token per patch, LLaVA; the from-scratch default)."
+        },
+    )
+    vision_feature_layer: int = field(default=-1, metadata={"help": "Hidden layer whose patches 'patch' uses."})
+    prefix_length: int = field(default=1, metadata={"help": "Prefix tokens the pooled embedding is split into."})
+    freeze_vision: bool | None = field(
+        default=None,
+        metadata={"help": "Freeze the vision tower (default: yes for a pretrained one, no when built from scratch)."},
+    )
+    freeze_text: bool = field(default=False, metadata={"help": "Freeze GPT-2 (train the projection only)."})
+    projection_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of the projection MLP (default: --learning_rate)."}
+    )
+    scratch_image_size: int = field(default=64, metadata={"help": "From scratch: image side in pixels."})
+    scratch_patch_size: int = field(default=16, metadata={"help": "From scratch: ViT patch side in pixels."})
+    scratch_width: int = field(default=192, metadata={"help": "From scratch: ViT and GPT-2 width."})
+    scratch_layers: int = field(default=3, metadata={"help": "From scratch: ViT and GPT-2 depth."})
+    scratch_vocab_size: int = field(default=400, metadata={"help": "From scratch: BPE vocabulary size."})
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(
+        default=BUILTIN,
+        metadata={
+            "help": f"'{BUILTIN}' (generated scenes), a Hub dataset id, an imagefolder folder "
+            "(images + metadata.jsonl/.csv), a saved DatasetDict, or a .jsonl/.csv of image paths and captions."
+        },
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
+    image_column: str | None = field(default=None, metadata={"help": "Image column (default: guessed)."})
+    caption_column: str | None = field(
+        default=None, metadata={"help": "Caption column: a string or a list of strings per image (default: guessed)."}
+    )
+    train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    eval_split: str | None = field(default="validation", metadata={"help": "Split evaluated during training."})
+    test_splits: str = field(
+        default="test,test_unseen",
+        metadata={"help": "Comma-separated splits evaluated after training (missing ones are skipped)."},
+    )
+    max_caption_length: int = field(default=32, metadata={"help": "Caption tokens kept in training (EOS included)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N examples only."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N examples only."})
+    streaming: bool = field(
+        default=False, metadata={"help": "Stream the training split (IterableDataset; needs --max_steps)."}
+    )
+    strict: bool = field(default=False, metadata={"help": "Fail on a bad example instead of skipping and counting."})
+    feature_cache: bool = field(
+        default=True, metadata={"help": "Cache frozen vision features across epochs and runs (frozen vision only)."}
+    )
+    feature_cache_dir: str = field(default=str(DEFAULT_CACHE_DIR), metadata={"help": "Where cached features live."})
+    builtin_train_size: int = field(default=20000, metadata={"help": f"{BUILTIN}: training scenes."})
+    builtin_eval_size: int = field(default=500, metadata={"help": f"{BUILTIN}: scenes per evaluation split."})
+
+
+@dataclass
+class RunArguments:
+    max_train_minutes: float | None = field(
+        default=None, metadata={"help": "Stop training after this much wall time (the embedded default: 9.5)."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start afresh even if output_dir holds checkpoints (by default the run resumes from the "
+            "newest complete one)."
+        },
+    )
+    sample_captions: int = field(default=8, metadata={"help": "Test images printed (and drawn) with captions."})
+
+
+# What `python train.py` with no arguments does: the embedded default main job.
+EMBEDDED_DEFAULTS = dict(
+    output_dir="runs/default",
+    max_train_minutes=9.5,
+    per_device_train_batch_size=64,
+    per_device_eval_batch_size=128,
+    learning_rate=1e-3,
+    weight_decay=0.01,
+    warmup_steps=100,
+    lr_scheduler_type="cosine",
+    num_train_epochs=6,
+    logging_steps=50,
+    eval_strategy="no",
+    save_strategy="steps",
+    save_steps=500,
+    save_total_limit=2,
+    predict_with_generate=True,
+    generation_max_length=32,
+    remove_unused_columns=False,
+    report_to="none",
+    dataloader_num_workers=0,
+    dataloader_pin_memory=torch.cuda.is_available(),
+    seed=42,
+)
+
+
+class WallClockLimit(TrainerCallback):
+    """Ends training after a wall-time budget; the model is saved and evaluated as after a full run."""
+
+    def __init__(self, minutes: float):
+        self.seconds = minutes * 60
+        self.start = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.monotonic() - self.start > self.seconds:
+            logger.warning(f"wall-time budget of {self.seconds / 60:.1f} min reached at step {state.global_step}")
+            control.should_training_stop = True
+            control.should_save = True
+
+
+def parse_arguments():
+    parser = HfArgumentParser(
+        (ModelArguments, DataArguments, RunArguments, Seq2SeqTrainingArguments), description=__doc__
+    )
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.set_defaults(**EMBEDDED_DEFAULTS)
+    return parser.parse_args_into_dataclasses()
+
+
+def check_hub_access(args) -> None:
+    """--push_to_hub fails now, not after hours of training."""
+    if not args.push_to_hub:
+        return
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().whoami()
+    except Exception as error:  # offline, no token, or a bad token: all mean the push would fail later
+        sys.exit(
+            f"--push_to_hub: cannot reach the Hugging Face Hub as a logged-in user ({type(error).__name__}: "
+            f"{error}). Run `huggingface-cli login` and check the network, or drop --push_to_hub."
+        )
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest checkpoint whose save finished (trainer_state.json is written last); a run killed while saving
+    leaves an incomplete folder that is skipped, never resumed from."""
+    if not os.path.isdir(output_dir):
+        return None
+    steps = []
+    for name in os.listdir(output_dir):
+        path = os.path.join(output_dir, name)
+        if name.startswith(PREFIX_CHECKPOINT_DIR + "-") and os.path.isfile(os.path.join(path, "trainer_state.json")):
+            steps.append((int(name.rsplit("-", 1)[1]), path))
+    return max(steps)[1] if steps else None
+
+
+def build_model(model_args, train_dataset):
+    if model_args.model_name_or_path:
+        model = VitGpt2ForCaptioning.from_pretrained(model_args.model_name_or_path)
+        processor = VitGpt2Processor.from_pretrained(model_args.model_name_or_path)
+        return model, processor, False
+    if model_args.vision_model or model_args.text_model:
+        if not (model_args.vision_model and model_args.text_model):
+            sys.exit("--vision_model and --text_model go together")
+        model = VitGpt2ForCaptioning.from_vision_text_pretrained(
+            model_args.vision_model,
+            model_args.text_model,
+            vision_feature=model_args.vision_feature or "pooled",
+            vision_feature_layer=model_args.vision_feature_layer,
+            prefix_length=model_args.prefix_length,
+        )
+        processor = VitGpt2Processor.from_vision_text_pretrained(model_args.vision_model, model_args.text_model)
+        return model, processor, True
+    captions = (
+        (caption for row in train_dataset.take(50000) for caption in _captions(row["captions"]))
+        if isinstance(train_dataset, datasets.IterableDataset)
+        else (caption for row in train_dataset["captions"] for caption in _captions(row))
+    )
+    tokenizer = train_caption_tokenizer(captions, vocab_size=model_args.scratch_vocab_size)
+    model = build_scratch_model(
+        tokenizer,
+        image_size=model_args.scratch_image_size,
+        patch_size=model_args.scratch_patch_size,
+        vision_width=model_args.scratch_width,
+        vision_layers=model_args.scratch_layers,
+        text_width=model_args.scratch_width,
+        text_layers=model_args.scratch_layers,
+        heads=max(1, model_args.scratch_width // 64),
+        vision_feature=model_args.vision_feature or "patch",
+        vision_feature_layer=model_args.vision_feature_layer,
+        prefix_length=model_args.prefix_length,
+    )
+    return model, build_scratch_processor(tokenizer, model_args.scratch_image_size), False
+
+
+def _captions(value):
+    return [value] if isinstance(value, str) else [c for c in value or [] if isinstance(c, str)]
+
+
+def projection_optimizer(model, training_args, model_args):
+    """A separate learning rate for the projection MLP, as ClipCap-style training often wants."""
+    if model_args.projection_learning_rate is None:
+        return None
+    projection = [p for p in model.projector.parameters() if p.requires_grad]
+    rest = [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith("projector.")]
+    groups = [{"params": rest}, {"params": projection, "lr": model_args.projection_learning_rate}]
+    return torch.optim.AdamW(groups, lr=training_args.learning_rate, weight_decay=training_args.weight_decay)
+
+
+def main():
+    model_args, data_args, run_args, training_args = parse_arguments()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
+    check_hub_access(training_args)
+    transformers.set_seed(training_args.seed)
+
+    # --- data -------------------------------------------------------------------------------------------------
+    try:
+        with training_args.main_process_first(desc="loading and checking the dataset"):
+            dataset = load_caption_dataset(data_args, seed=training_args.seed)
+            train_dataset = dataset[data_args.train_split]
+            if data_args.max_train_samples:
+                train_dataset = (
+                    train_dataset.take(data_args.max_train_samples)
+                    if data_args.streaming
+                    else train_dataset.select(range(min(data_args.max_train_samples, len(train_dataset))))
+                )
+            train_dataset, train_skips, skipped = drop_bad_examples(train_dataset, "train", data_args.strict)
+            eval_splits = [s for s in [data_args.eval_split, *data_args.test_splits.split(",")] if s and s in dataset]
+            evaluation = {}
+            for split in dict.fromkeys(eval_splits):
+                checked, _, _ = drop_bad_examples(
+                    materialise(dataset[split], data_args.max_eval_samples), split, data_args.strict
+                )
+                evaluation[split] = checked
+    except DatasetError as error:
+        sys.exit(f"error: {error}")
+    if data_args.streaming and training_args.max_steps <= 0:
+        sys.exit("error: --streaming needs --max_steps (a stream has no length to count epochs by)")
+
+    # --- model ------------------------------------------------------------------------------------------------
+    model, processor, pretrained_vision = build_model(model_args, train_dataset)
+    freeze_vision = pretrained_vision if model_args.freeze_vision is None else model_args.freeze_vision
+    model.freeze(vision_tower=freeze_vision, language_model=model_args.freeze_text)
+    model.generation_config.max_new_tokens = training_args.generation_max_length or data_args.max_caption_length
+    cache = None
+    if freeze_vision and data_args.feature_cache:
+        cache = VisionFeatureCache(model, processor, data_args.feature_cache_dir)
+        logger.info(f"vision features cached in {cache.directory}")
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info(
+        f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
+        f"{trainable / 1e6:.2f}M trainable; vision {'frozen' if freeze_vision else 'trained'}"
+    )
+
+    # --- training ---------------------------------------------------------------------------------------------
+    collator = CaptionCollator(processor, data_args.max_caption_length, feature_cache=cache)
+    metric = evaluate.load(METRIC)
+
+    def metrics_for(split):
+        references = references_of(evaluation[split])
+
+        def compute_metrics(prediction):
+            captions = processor.batch_decode(prediction.predictions)
+            scores = metric.compute(predictions=captions, references=references[: len(captions)])
+            return {
+                "bleu4": scores["bleu4"],
+                "rougeL": scores["rougeL"],
+                "cider": scores["cider"],
+                "exact_match": scores["exact_match"],
+            }
+
+        return compute_metrics
+
+    callbacks = [WallClockLimit(run_args.max_train_minutes)] if run_args.max_train_minutes else []
+    optimizer = projection_optimizer(model, training_args, model_args)
+    eval_split = data_args.eval_split if data_args.eval_split in evaluation else None
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=evaluation.get(eval_split),
+        data_collator=collator,
+        processing_class=processor,
+        compute_metrics=metrics_for(eval_split) if eval_split else None,
+        callbacks=callbacks,
+        optimizers=(optimizer, None),
+    )
+
+    checkpoint = training_args.resume_from_checkpoint
+    if checkpoint is None and not run_args.overwrite_output_dir:
+        checkpoint = last_complete_checkpoint(training_args.output_dir)
+        if checkpoint:
+            logger.warning(f"resuming from {checkpoint} (pass --overwrite_output_dir to start afresh)")
+    elif checkpoint and not os.path.isfile(os.path.join(checkpoint, "trainer_state.json")):
+        sys.exit(f"error: --resume_from_checkpoint {checkpoint}: not a complete checkpoint (no trainer_state.json)")
+    if training_args.do_train or not training_args.do_eval:
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+        trainer.save_model()  # model + processor + remote code into output_dir
+        metrics = dict(result.metrics)
+        metrics["train_skipped_examples"] = skipped if skipped is not None else sum(train_skips.reasons.values())
+        trainer.log_metrics("train", metrics)
+        trainer.save_metrics("train", metrics)
+        trainer.save_state()
+        if skipped is None and train_skips.reasons:
+            logger.warning(train_skips.report("train"))
+
+    # --- evaluation -------------------------------------------------------------------------------------------
+    collator.training = False  # the first reference as label; the metrics score against all of them
+    results = {}
+    for split, split_dataset in evaluation.items():
+        prefix = "eval" if split == eval_split else split
+        trainer.compute_metrics = metrics_for(split)
+        output = trainer.predict(split_dataset, metric_key_prefix=prefix)
+        trainer.log_metrics(prefix, output.metrics)
+        trainer.save_metrics(prefix, output.metrics)
+        results[prefix] = (split_dataset, processor.batch_decode(output.predictions), output.metrics)
+
+    if trainer.is_world_process_zero() and results:
+        print_metrics_table({prefix: metrics for prefix, (_, _, metrics) in results.items()})
+        for prefix, (split_dataset, captions, _) in results.items():
+            if prefix.startswith("test"):
+                count = min(run_args.sample_captions, len(captions))
+                print_sample_captions(prefix, split_dataset, captions, count)
+                path = os.path.join(training_args.output_dir, f"{prefix}_captions.png")
+                caption_grid(split_dataset, captions, count).save(path)
+                logger.info(f"{prefix}: images with their captions drawn in {path}")
+    if training_args.push_to_hub and trainer.is_world_process_zero():
+        trainer.push_to_hub()
+
+
+if __name__ == "__main__":
+    main()

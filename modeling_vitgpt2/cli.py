@@ -69,7 +69,37 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("--num-beams", type=int, default=1, help="beam search width; 1 = greedy (default 1)")
     caption.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     caption.set_defaults(run=caption_command)
+
+    export = commands.add_parser(
+        "export",
+        help="write a Hub-ready folder from a trained checkpoint",
+        description="Writes OUT_DIR: weights, config with auto_map and the image-to-text pipeline, processor and "
+        "tokenizer files for transformers 4.57+ and 5.x, the remote code, handler.py + requirements.txt for "
+        "Inference Endpoints, example images, and README.md (the model card with the run's metrics).",
+    )
+    export.add_argument("checkpoint", help="a folder train.py wrote (e.g. runs/default)")
+    export.add_argument("out_dir", help="the folder to write (replaced if it exists)")
+    export.add_argument("--repo-id", help="the Hub repo the card's examples and snippets point to (user/name)")
+    export.add_argument("--push", action="store_true", help="also upload the folder to --repo-id")
+    export.set_defaults(run=export_command)
     return parser
+
+
+def export_command(args) -> int:
+    from .export import ExportError, export, push
+
+    if args.push and not args.repo_id:
+        print("error: --push needs --repo-id", file=sys.stderr)
+        return 2
+    try:
+        folder = export(args.checkpoint, args.out_dir, repo_id=args.repo_id)
+    except ExportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"exported {args.checkpoint} to {folder}")
+    if args.push:
+        print(f"uploaded: {push(folder, args.repo_id)}")
+    return 0
 
 
 def main(argv=None) -> int:

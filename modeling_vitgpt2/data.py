@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import datasets
+import torch
 
 from .processing_vitgpt2 import ImageLoadError, load_image
 
@@ -26,12 +27,7 @@ def _load_raw(name: str, config: str | None, streaming: bool, seed: int, builtin
     if name == BUILTIN:
         from .shapes_dataset import load_shapes_dataset
 
-        dataset = load_shapes_dataset(seed=seed, **builtin_sizes)
-        return (
-            datasets.IterableDatasetDict({k: v.to_iterable_dataset() for k, v in dataset.items()})
-            if streaming
-            else dataset
-        )
+        return _streamed(load_shapes_dataset(seed=seed, **builtin_sizes), streaming)
     if name.endswith((".jsonl", ".json", ".csv")):
         if not os.path.isfile(name):
             raise DatasetError(f"--dataset {name}: no such file")
@@ -39,17 +35,23 @@ def _load_raw(name: str, config: str | None, streaming: bool, seed: int, builtin
         dataset = datasets.load_dataset(builder, data_files={"train": name}, streaming=streaming)
         return _resolve_relative_paths(dataset, os.path.dirname(os.path.abspath(name)))
     if os.path.isdir(name):
-        if any(f.startswith("metadata.") for f in os.listdir(name)) or not os.path.exists(
-            os.path.join(name, "dataset_info.json")
-        ):
+        if not any(os.path.exists(os.path.join(name, f)) for f in ("dataset_dict.json", "state.json")):
             return datasets.load_dataset("imagefolder", data_dir=name, streaming=streaming)
-        return datasets.load_from_disk(name)
+        saved = datasets.load_from_disk(name)  # a save_to_disk folder: a DatasetDict, or one Dataset as "train"
+        saved = saved if isinstance(saved, datasets.DatasetDict) else datasets.DatasetDict({"train": saved})
+        return _streamed(saved, streaming)
     if os.path.sep in name and not os.path.exists(name):
         raise DatasetError(f"--dataset {name}: no such file or folder")
     try:
         return datasets.load_dataset(name, config, streaming=streaming)
-    except FileNotFoundError as error:
-        raise DatasetError(f"--dataset {name}: not a local path, and not found on the Hub ({error})") from error
+    except OSError as error:  # not found, or no network (FileNotFoundError, ConnectionError)
+        raise DatasetError(f"--dataset {name}: not a local path, and not loadable from the Hub ({error})") from error
+
+
+def _streamed(dataset: datasets.DatasetDict, streaming: bool):
+    if not streaming:
+        return dataset
+    return datasets.IterableDatasetDict({split: part.to_iterable_dataset() for split, part in dataset.items()})
 
 
 def _resolve_relative_paths(dataset, base: str):
@@ -168,16 +170,24 @@ class CaptionCollator:
     resumed runs draw the same captions.
     """
 
-    def __init__(self, processor, max_caption_length: int, feature_cache=None):
+    def __init__(self, processor, max_caption_length: int, feature_cache=None, token_dropout: float = 0.0):
         self.processor = processor
         self.max_caption_length = max_caption_length
         self.feature_cache = feature_cache
+        self.token_dropout = token_dropout
         self.training = True
 
     def __call__(self, examples):
         captions = [as_caption_list(example["captions"]) for example in examples]
         chosen = [random.choice(options) if self.training else options[0] for options in captions]
         batch = self.processor.tokenize_captions(chosen, max_length=self.max_caption_length)
+        if self.training and self.token_dropout:
+            # Replace some *input* tokens (labels stay) with random ones: the next word must then come from the
+            # image more than from the words before it, which is what lets unseen word combinations be captioned.
+            generator = torch.Generator().manual_seed(random.getrandbits(63))
+            noise = torch.rand(batch["input_ids"].shape, generator=generator) < self.token_dropout
+            replacement = torch.randint(len(self.processor.tokenizer), batch["input_ids"].shape, generator=generator)
+            batch["input_ids"] = torch.where(noise & batch["attention_mask"].bool(), replacement, batch["input_ids"])
         if self.feature_cache is not None:
             batch["vision_features"] = self.feature_cache.features([example["image"] for example in examples])
         else:

@@ -60,7 +60,10 @@ def load_image(source, max_side: int = 2048) -> Image.Image:
         elif isinstance(source, (str, os.PathLike)):
             path = os.fspath(source)
             if path.startswith(("http://", "https://")):
-                image = load_image_from_url(path)
+                try:
+                    image = load_image_from_url(path)
+                except Exception as error:  # each HTTP client has its own error types; all mean "not fetched"
+                    raise ImageLoadError(f"{name}: could not download ({type(error).__name__}: {error})") from error
             elif not os.path.isfile(path):
                 raise ImageLoadError(f"{name}: no such file")
             elif os.path.getsize(path) == 0:

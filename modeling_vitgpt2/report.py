@@ -1,5 +1,8 @@
 """What a finished run shows: a metrics table, captions beside their references, and a picture of both."""
 
+import json
+import os
+
 from PIL import Image, ImageDraw
 
 from .data import as_caption_list
@@ -44,3 +47,18 @@ def caption_grid(dataset, captions, count: int, columns: int = 4, thumb: int = 1
         if captions[index] != reference:
             draw.text((x + 4, y + thumb + 22), reference[:46], fill=(200, 0, 0))
     return sheet
+
+
+def write_examples(folder: str, dataset, captions, count: int) -> None:
+    """A few evaluation images with their generated captions, for the model card's widget and examples table."""
+    os.makedirs(folder, exist_ok=True)
+    examples = []
+    for index in range(min(count, len(captions))):
+        name = f"example_{index}.png"
+        load_image(dataset[index]["image"]).save(os.path.join(folder, name))
+        reference = as_caption_list(dataset[index]["captions"])[0]
+        examples.append(
+            {"file": f"{os.path.basename(folder)}/{name}", "caption": captions[index], "reference": reference}
+        )
+    with open(os.path.join(folder, "examples.json"), "w") as file:
+        json.dump(examples, file, indent=2)

@@ -68,6 +68,10 @@ def build_scratch_model(
         n_positions=prefix_tokens + max_caption_tokens,
         bos_token_id=tokenizer.eos_token_id,
         eos_token_id=tokenizer.eos_token_id,
+        # No dropout: a small model learning from scratch needs every signal, and it learns faster without.
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
     )
     config = VitGpt2Config(vision_config=vision_config, text_config=text_config, **config_kwargs)
     return VitGpt2ForCaptioning(config)

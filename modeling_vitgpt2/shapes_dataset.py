@@ -32,7 +32,7 @@ COLOURS = {
     "white": (250, 250, 250),
 }
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
-SIZES = {"small": 0.45, "large": 0.85}  # fraction of a grid cell
+SIZES = {"small": 0.55, "large": 0.9}  # fraction of a grid cell
 COUNT_WORDS = {1: "a", 2: "two", 3: "three"}
 GRID = 4
 BACKGROUND = (90, 90, 90)

@@ -1,6 +1,10 @@
 """Tiny models, processors and images built in the tests: nothing is downloaded."""
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -134,3 +138,55 @@ def clip_dir(tmp_path_factory):
     torch.manual_seed(0)
     save_clip(folder)
     return folder
+
+
+REPO = Path(__file__).resolve().parents[1]
+# A small, quick model and data; every run is CPU-only and offline.
+TINY = [
+    "--scratch_width",
+    "128",
+    "--scratch_layers",
+    "2",
+    "--warmup_steps",
+    "20",
+    "--scratch_image_size",
+    "64",
+    "--scratch_patch_size",
+    "16",
+    "--builtin_train_size",
+    "600",
+    "--builtin_eval_size",
+    "48",
+    "--per_device_eval_batch_size",
+    "48",
+    "--logging_steps",
+    "5",
+    "--max_train_minutes",
+    "5",
+    "--sample_captions",
+    "2",
+]
+
+
+def run_train(*args, output_dir, timeout=600, check=True, env=None):
+    command = [sys.executable, str(REPO / "train.py"), "--output_dir", str(output_dir), *map(str, args)]
+    result = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
+    if check:
+        assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def results_of(output_dir) -> dict:
+    return json.loads((Path(output_dir) / "all_results.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def short_run(tmp_path_factory):
+    """train.py from scratch on the built-in data for about a minute: (output folder, completed process)."""
+    out = tmp_path_factory.mktemp("short_run")
+    result = run_train(
+        *TINY, "--builtin_train_size", "3000", "--max_steps", "250", "--learning_rate", "2e-3", output_dir=out
+    )
+    return out, result

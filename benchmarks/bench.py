@@ -1,0 +1,254 @@
+"""Side-by-side speed benchmark: vitgpt2 against transformers' VisionEncoderDecoderModel (ViT encoder + GPT-2 decoder
+with cross-attention), at real sizes (CLIP ViT-B/32 vision config, GPT-2 small), randomly initialised, on the same
+synthetic inputs: 224 px images, 24-token captions, 20 new tokens when captioning.
+
+    python benchmarks/bench.py                 # CPU, real sizes (minutes)
+    python benchmarks/bench.py --device cuda   # GPU, bf16 autocast
+    python benchmarks/bench.py --quick         # seconds: small configs, proves the script works
+
+Prints a table (ours, peer, ratio) and then the same numbers as JSON, from one run.
+"""
+
+import argparse
+import contextlib
+import json
+import platform
+import resource
+import time
+
+import torch
+from transformers import (
+    CLIPVisionConfig,
+    GPT2Config,
+    GPT2LMHeadModel,
+    VisionEncoderDecoderModel,
+    ViTConfig,
+    ViTModel,
+)
+
+from modeling_vitgpt2 import VitGpt2Config, VitGpt2ForCaptioning
+
+CAPTION_TOKENS = 24
+NEW_TOKENS = 20
+
+
+def sizes(quick: bool) -> dict:
+    if quick:
+        return dict(width=64, layers=2, heads=2, image=64, patch=32, projection=32, vocab=1000)
+    return dict(width=768, layers=12, heads=12, image=224, patch=32, projection=512, vocab=50257)
+
+
+def build_ours(s) -> VitGpt2ForCaptioning:
+    vision = CLIPVisionConfig(
+        hidden_size=s["width"], intermediate_size=4 * s["width"], num_hidden_layers=s["layers"],
+        num_attention_heads=s["heads"], image_size=s["image"], patch_size=s["patch"], projection_dim=s["projection"],
+    )  # fmt: skip
+    text = GPT2Config(vocab_size=s["vocab"], n_embd=s["width"], n_layer=s["layers"], n_head=s["heads"])
+    return VitGpt2ForCaptioning(VitGpt2Config(vision_config=vision, text_config=text))
+
+
+def build_peer(s) -> VisionEncoderDecoderModel:
+    encoder = ViTModel(
+        ViTConfig(
+            hidden_size=s["width"], intermediate_size=4 * s["width"], num_hidden_layers=s["layers"],
+            num_attention_heads=s["heads"], image_size=s["image"], patch_size=s["patch"],
+        ),
+        add_pooling_layer=False,
+    )  # fmt: skip
+    decoder = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=s["vocab"], n_embd=s["width"], n_layer=s["layers"], n_head=s["heads"],
+            add_cross_attention=True, is_decoder=True,
+        )
+    )  # fmt: skip
+    model = VisionEncoderDecoderModel(encoder=encoder, decoder=decoder)
+    model.config.decoder_start_token_id = model.config.pad_token_id = decoder.config.eos_token_id
+    model.generation_config.decoder_start_token_id = decoder.config.eos_token_id
+    model.generation_config.pad_token_id = decoder.config.eos_token_id
+    return model
+
+
+class Meter:
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def synchronize(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def reset_peak(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+
+    def peak_mib(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated() / 2**20
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (never decreases)
+
+    def rate(self, step, items: int, warmup: int, iterations: int) -> float:
+        """Items per second over `iterations` calls of `step` after `warmup` calls."""
+        for _ in range(warmup):
+            step()
+        self.synchronize()
+        start = time.perf_counter()
+        for _ in range(iterations):
+            step()
+        self.synchronize()
+        return items * iterations / (time.perf_counter() - start)
+
+
+def autocast(device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def training_step(model, optimizer, device, batch):
+    def step():
+        with autocast(device):
+            loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def measure_training(name, model, batch, device, meter, args):
+    model.to(device).train()
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=1e-5, fused=device.type == "cuda")
+    meter.reset_peak()
+    rate = meter.rate(training_step(model, optimizer, device, batch), args.train_batch, args.warmup, args.iterations)
+    return {f"{name}_train_samples_per_s": rate, f"{name}_train_peak_mib": meter.peak_mib()}
+
+
+def measure_captioning(name, generate, pixel_values, device, meter, args):
+    def run(batch):
+        def step():
+            with torch.inference_mode(), autocast(device):
+                ids = generate(pixel_values[:batch])
+            assert ids.shape[-1] >= NEW_TOKENS
+
+        return step
+
+    meter.reset_peak()
+    rate = meter.rate(run(args.caption_batch), args.caption_batch, 1, args.iterations)
+    peak = meter.peak_mib()
+    latency = 1.0 / meter.rate(run(1), 1, 1, args.iterations)
+    return {f"{name}_captions_per_s": rate, f"{name}_latency_ms": latency * 1000, f"{name}_caption_peak_mib": peak}
+
+
+def bench_ours(s, pixel_values, captions, device, meter, args) -> dict:
+    results = {}
+    pixels = pixel_values[: args.train_batch]
+    ours = build_ours(s).to(device)
+    ours.freeze(vision_tower=True)
+    with torch.no_grad():
+        features = ours.get_vision_features(pixels)
+    batch = {"pixel_values": pixels, "input_ids": captions, "labels": captions}
+    results.update(measure_training("ours_frozen", ours, batch, device, meter, args))
+    cached = {"vision_features": features, "input_ids": captions, "labels": captions}
+    results.update(measure_training("ours_frozen_cached", ours, cached, device, meter, args))
+    ours.freeze(vision_tower=False)
+    results.update(measure_training("ours_full", ours, batch, device, meter, args))
+    ours.eval()
+
+    def generate(images):
+        return ours.generate(pixel_values=images, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
+
+    results.update(measure_captioning("ours", generate, pixel_values, device, meter, args))
+    return results
+
+
+def bench_peer(s, pixel_values, captions, device, meter, args) -> dict:
+    results = {}
+    pixels = pixel_values[: args.train_batch]
+    peer = build_peer(s).to(device)
+    batch = {"pixel_values": pixels, "labels": captions}
+    peer.encoder.requires_grad_(False)
+    results.update(measure_training("peer_frozen", peer, batch, device, meter, args))
+    peer.encoder.requires_grad_(True)
+    results.update(measure_training("peer_full", peer, batch, device, meter, args))
+    peer.eval()
+
+    def generate(images):
+        return peer.generate(pixel_values=images, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
+
+    results.update(measure_captioning("peer", generate, pixel_values, device, meter, args))
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="small configs and few iterations (seconds on CPU)")
+    parser.add_argument("--train-batch", type=int, help="training batch (default: 256 GPU, 8 CPU, 2 quick)")
+    parser.add_argument("--caption-batch", type=int, help="captioning batch (default: 256 GPU, 32 CPU, 4 quick)")
+    parser.add_argument("--iterations", type=int, help="timed iterations per measurement (default 10, quick 2)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
+    parser.add_argument("--json", help="also write the JSON to this file")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    args.train_batch = args.train_batch or (2 if args.quick else 256 if gpu else 8)
+    args.caption_batch = args.caption_batch or (4 if args.quick else 256 if gpu else 32)
+    args.iterations = args.iterations or (2 if args.quick else 10)
+    torch.manual_seed(0)
+    s = sizes(args.quick)
+    meter = Meter(device)
+
+    pixel_values = torch.randn(max(args.train_batch, args.caption_batch), 3, s["image"], s["image"], device=device)
+    captions = torch.randint(0, s["vocab"], (args.train_batch, CAPTION_TOKENS), device=device)
+    results = {}
+
+    results.update(bench_ours(s, pixel_values, captions, device, meter, args))
+    results.update(bench_peer(s, pixel_values, captions, device, meter, args))
+
+    name = torch.cuda.get_device_name(device) if gpu else f"CPU {platform.processor() or platform.machine()}"
+    report = {
+        "device": name,
+        "threads": torch.get_num_threads(),
+        "quick": args.quick,
+        "torch": torch.__version__,
+        "transformers": __import__("transformers").__version__,
+        "precision": "bf16 autocast" if gpu else "fp32",
+        "train_batch": args.train_batch,
+        "caption_batch": args.caption_batch,
+        "results": results,
+    }
+    print_table(report)
+    print(json.dumps(report, indent=2))
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(report, file, indent=2)
+
+
+ROWS = [
+    ("training, frozen vision + cache vs peer full (samples/s)", "ours_frozen_cached_train", "peer_full_train"),
+    ("training, vision frozen (samples/s)", "ours_frozen_train", "peer_frozen_train"),
+    ("training, all weights (samples/s)", "ours_full_train", "peer_full_train"),
+    ("captioning, batch (captions/s)", "ours_captions", "peer_captions"),
+    ("captioning, 1 image (ms, lower is better)", "ours_latency", "peer_latency"),
+    ("peak memory, full training (MiB)", "ours_full_train_peak", "peer_full_train_peak"),
+]
+UNITS = {"_train": "_samples_per_s", "_captions": "_per_s", "_latency": "_ms", "_peak": "_mib"}
+
+
+def _key(stem: str) -> str:
+    return stem + next(unit for suffix, unit in UNITS.items() if stem.endswith(suffix))
+
+
+def print_table(report):
+    results = report["results"]
+    print(
+        f"\nvitgpt2 vs VisionEncoderDecoderModel on {report['device']} ({report['precision']}, {report['threads']} "
+        f"threads, train batch {report['train_batch']}, caption batch {report['caption_batch']})"
+    )
+    print(f"{'measure':<58}{'ours':>11}{'peer':>11}{'ours/peer':>11}")
+    for label, ours_stem, peer_stem in ROWS:
+        ours, peer = results[_key(ours_stem)], results[_key(peer_stem)]
+        print(f"{label:<58}{ours:>11.2f}{peer:>11.2f}{ours / peer:>10.2f}x")
+    print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Hub release: turn a trained checkpoint folder into the folder uploaded to the Hub.
+
+    python -m modeling_vitgpt2 export runs/default exported/ [--repo-id you/vitgpt2-shapes]
+
+The folder holds the weights (safetensors), config.json with auto_map and the image-to-text pipeline,
+generation_config.json, processor/tokenizer/image-processor files that transformers 4.57+ and 5.x read, the four
+remote-code modules, handler.py + requirements.txt for Inference Endpoints, example images, and README.md rendered
+from model_card.md with the run's metrics.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .configuration_vitgpt2 import VitGpt2Config
+from .modeling_vitgpt2 import VitGpt2ForCaptioning
+from .processing_vitgpt2 import VitGpt2Processor
+
+TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
+HANDLER = Path(__file__).resolve().parent / "endpoint_handler.py"
+REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+RUN_INFO = "run_info.json"  # written by train.py: the command, data and base models of the run
+EXAMPLES = "examples"  # written by train.py: test images and their generated captions
+METRICS = {"bleu4": ("bleu", "BLEU-4"), "rougeL": ("rouge", "ROUGE-L"), "cider": ("cider", "CIDEr-D"),
+           "exact_match": ("exact_match", "Exact match")}  # fmt: skip
+REQUIREMENTS = "transformers>=4.57\ntorch\npillow\n"
+
+
+class ExportError(ValueError):
+    """A checkpoint folder that is not a vitgpt2 model; the message says what is missing."""
+
+
+def check_checkpoint(folder: Path) -> None:
+    if not folder.is_dir():
+        raise ExportError(f"{folder}: no such folder")
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if not (folder / "processor_config.json").is_file() and not (folder / "preprocessor_config.json").is_file():
+        missing.append("processor_config.json or preprocessor_config.json")
+    if (folder / "config.json").is_file():
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+        if model_type != VitGpt2Config.model_type:
+            raise ExportError(f"{folder}: config.json says model_type={model_type!r}, not a vitgpt2 model")
+    if missing:
+        raise ExportError(f"{folder}: not a vitgpt2 model folder; missing {', '.join(missing)}")
+
+
+def _read_json(path: Path, default):
+    return json.loads(path.read_text()) if path.is_file() else default
+
+
+def _evaluation(metrics: dict, dataset_name: str) -> tuple[list, str]:
+    """model-index entries and a Markdown table from Trainer metrics such as test_cider, test_unseen_cider."""
+    splits = [key.removesuffix("_cider") for key in sorted(metrics) if key.endswith("_cider")]
+    results, rows = [], []
+    for split in splits:
+        values = {name: metrics.get(f"{split}_{name}") for name in METRICS}
+        if any(value is None for value in values.values()):
+            continue
+        for name, (metric_type, metric_name) in METRICS.items():
+            results.append(
+                EvalResult(
+                    task_type="image-to-text",
+                    task_name="Image captioning",
+                    dataset_type=dataset_name,
+                    dataset_name=dataset_name,
+                    dataset_split=split,
+                    metric_type=metric_type,
+                    metric_name=metric_name,
+                    metric_value=round(float(values[name]), 4),
+                )
+            )
+        rows.append(f"| {split} | " + " | ".join(f"{values[name]:.4f}" for name in METRICS) + " |")
+    if not rows:
+        return [], "No evaluation results were recorded with this checkpoint."
+    header = "| split | " + " | ".join(label for _, label in METRICS.values()) + " |\n|" + "---|" * (len(METRICS) + 1)
+    return results, header + "\n" + "\n".join(rows)
+
+
+def render_card(model, run: dict, metrics: dict, examples: list, repo_id: str) -> str:
+    config = model.config
+    dataset_name = run.get("dataset", "unknown")
+    eval_results, evaluation_table = _evaluation(metrics, dataset_name)
+    base_models = [
+        name for name in (run.get("vision_model"), run.get("text_model")) if name and not os.path.isdir(name)
+    ]
+    is_hub_dataset = dataset_name and "/" in dataset_name and not os.path.exists(dataset_name)
+    widget = [
+        {
+            "src": f"https://huggingface.co/{repo_id}/resolve/main/{example['file']}",
+            "example_title": example["caption"],
+            "output": {"text": example["caption"]},
+        }
+        for example in examples
+    ]
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="image-to-text",
+        tags=["custom_code", "image-captioning", "vitgpt2", "clipcap"],
+        license="apache-2.0",
+        datasets=[dataset_name] if is_hub_dataset else None,
+        base_model=base_models or None,
+        model_name=repo_id.split("/")[-1],
+        eval_results=eval_results or None,
+        widget=widget or None,
+    )
+    vision = config.vision_config
+    pooled = config.vision_feature == "pooled"
+    examples_table = ""
+    if examples:
+        examples_table = (
+            "Captions this model generated for evaluation images:\n\n| image | caption | reference |\n|---|---|---|\n"
+        )
+        examples_table += "\n".join(
+            f"| ![]({example['file']}) | {example['caption']} | {example['reference']} |" for example in examples
+        )
+    from_scratch = not run.get("vision_model")
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE),
+        repo_id=repo_id,
+        vision_description=f"{vision.model_type} ({vision.num_hidden_layers} layers, width {vision.hidden_size}, "
+        f"{vision.image_size}px images, {vision.patch_size}px patches)",
+        feature_description=f"{'pooled embedding' if pooled else 'patch tokens'} ({config.vision_feature_size}-d)",
+        prefix_description=f"{config.prefix_length} prefix token(s)" if pooled else "one prefix token per patch",
+        text_description=f"{config.text_config.n_layer} layers, width {config.text_config.n_embd}",
+        projection_in=config.vision_feature_size,
+        projection_hidden=config.projection_hidden_size,
+        projection_out=config.text_config.n_embd * config.prefix_length,
+        parameter_count=f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M",
+        training_description=(
+            "Trained from scratch (vision tower, projection and GPT-2) with `train.py` of vitgpt2 and "
+            f"`Seq2SeqTrainer` on `{dataset_name}`."
+            if from_scratch
+            else f"Built from `{run.get('vision_model')}` and `{run.get('text_model')}` and trained with `train.py` "
+            f"of vitgpt2 and `Seq2SeqTrainer` on `{dataset_name}`."
+        ),
+        training_command=run.get("command", "python train.py"),
+        evaluation_table=evaluation_table,
+        examples_table=examples_table,
+        limitation_data=(
+            "this one saw only the built-in generated shapes scenes and captions nothing else meaningfully."
+            if dataset_name == "builtin:shapes"
+            else f"it saw `{dataset_name}` and inherits its biases and blind spots."
+        ),
+    )
+    return str(card)
+
+
+def export(checkpoint, out_dir, repo_id: str | None = None) -> Path:
+    """Writes the Hub folder for `checkpoint` into `out_dir` (replaced whole, only once complete)."""
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    check_checkpoint(checkpoint)
+    if out_dir.resolve() == checkpoint.resolve():
+        raise ExportError(f"{out_dir}: export into a new folder, not into the checkpoint itself")
+    repo_id = repo_id or f"your-username/{checkpoint.resolve().name}"
+    model = VitGpt2ForCaptioning.from_pretrained(checkpoint)
+    processor = VitGpt2Processor.from_pretrained(checkpoint)
+    run = _read_json(checkpoint / RUN_INFO, {})
+    metrics = _read_json(checkpoint / "all_results.json", {})
+    examples = _read_json(checkpoint / EXAMPLES / "examples.json", [])
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        shutil.copyfile(HANDLER, staging / "handler.py")
+        (staging / "requirements.txt").write_text(REQUIREMENTS)
+        if examples:
+            shutil.copytree(checkpoint / EXAMPLES, staging / EXAMPLES)
+        (staging / "README.md").write_text(render_card(model, run, metrics, examples, repo_id))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir
+
+
+def push(folder, repo_id: str, private: bool = False, token: str | None = None) -> str:
+    """Uploads exactly the exported folder."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, exist_ok=True, private=private)
+    return api.upload_folder(
+        folder_path=str(folder), repo_id=repo_id, commit_message="Upload vitgpt2 captioner"
+    ).commit_url

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Sets up everything the tests need on a fresh machine, then runs them (extra arguments go to pytest):
+# the project's virtual environment, a second one with transformers 4.x for the compatibility test, and Debian's
+# Chromium for the demo page's browser test (installed where apt-get can; elsewhere that test is skipped, in CI it fails).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/pip install -q "torch==2.13.0" -e ".[test,app]"
+python3 -m venv .venv4
+.venv4/bin/pip install -q "torch==2.13.0" "transformers==4.57.6" pillow
+export VITGPT2_TRANSFORMERS4_PYTHON="$PWD/.venv4/bin/python"
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+exec .venv/bin/python -m pytest "$@"

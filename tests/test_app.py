@@ -1,0 +1,92 @@
+"""The demo page in a real browser: headless Chromium uploads an image and reads the caption off the page."""
+
+import importlib
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from conftest import REPO, distinct_images
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+def require(condition: bool, what: str):
+    """CI installs everything this test needs (.ci/run), so there a missing piece fails; elsewhere it skips."""
+    if not condition:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the browser test: {what}")
+        pytest.skip(what)
+
+
+def need_module(name: str):
+    require(importlib.util.find_spec(name.split(".")[0]) is not None, f"{name} is not installed")
+    return importlib.import_module(name)
+
+
+@pytest.fixture(scope="module")
+def app_url(short_run):
+    require(os.path.exists(CHROMIUM), "Debian's chromium is not installed")
+    need_module("gradio")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    server = subprocess.Popen(
+        [sys.executable, str(REPO / "app.py"), "--model", str(short_run[0]), "--port", str(port)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"the app did not start:\n{server.stdout.read()[-3000:]}")
+            time.sleep(0.5)
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def caption_in_browser(url: str, path: str) -> str:
+    with need_module("playwright.sync_api").sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page()
+        page.goto(url)
+        page.locator("#upload input[type=file]").set_input_files(path)
+        page.wait_for_timeout(500)
+        page.locator("#caption-button").click()
+        box = page.locator("#caption textarea")
+        page.wait_for_function("element => element.value.length > 0", arg=box.element_handle(), timeout=60000)
+        text = box.input_value()
+        browser.close()
+        return text
+
+
+def test_upload_an_image_and_read_its_caption(app_url, short_run, tmp_path):
+    from transformers import pipeline
+
+    path = str(tmp_path / "scene.png")
+    distinct_images(1, size=64)[0].save(path)
+    expected = pipeline("image-to-text", model=str(short_run[0]), trust_remote_code=True)(path)[0]["generated_text"]
+    assert caption_in_browser(app_url, path) == expected
+
+
+def test_a_non_image_upload_gets_a_readable_message(app_url, tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("this is not a picture")
+    message = caption_in_browser(app_url, str(path))
+    assert message.startswith("Could not read notes.txt as an image")

@@ -43,7 +43,11 @@ def build_ours(s) -> VitGpt2ForCaptioning:
         hidden_size=s["width"], intermediate_size=4 * s["width"], num_hidden_layers=s["layers"],
         num_attention_heads=s["heads"], image_size=s["image"], patch_size=s["patch"], projection_dim=s["projection"],
     )  # fmt: skip
-    text = GPT2Config(vocab_size=s["vocab"], n_embd=s["width"], n_layer=s["layers"], n_head=s["heads"])
+    eos = s["vocab"] - 1  # GPT-2's <|endoftext|> is its last token
+    text = GPT2Config(
+        vocab_size=s["vocab"], n_embd=s["width"], n_layer=s["layers"], n_head=s["heads"], bos_token_id=eos,
+        eos_token_id=eos,
+    )  # fmt: skip
     return VitGpt2ForCaptioning(VitGpt2Config(vision_config=vision, text_config=text))
 
 
@@ -58,7 +62,7 @@ def build_peer(s) -> VisionEncoderDecoderModel:
     decoder = GPT2LMHeadModel(
         GPT2Config(
             vocab_size=s["vocab"], n_embd=s["width"], n_layer=s["layers"], n_head=s["heads"],
-            add_cross_attention=True, is_decoder=True,
+            add_cross_attention=True, is_decoder=True, bos_token_id=s["vocab"] - 1, eos_token_id=s["vocab"] - 1,
         )
     )  # fmt: skip
     model = VisionEncoderDecoderModel(encoder=encoder, decoder=decoder)
@@ -121,11 +125,14 @@ def measure_training(name, model, batch, device, meter, args):
     return {f"{name}_train_samples_per_s": rate, f"{name}_train_peak_mib": meter.peak_mib()}
 
 
-def measure_captioning(name, generate, pixel_values, device, meter, args):
+def measure_captioning(name, model, pixel_values, device, meter, args):
+    model.eval()
+
     def run(batch):
         def step():
             with torch.inference_mode(), autocast(device):
-                ids = generate(pixel_values[:batch])
+                images = pixel_values[:batch]
+                ids = model.generate(pixel_values=images, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
             assert ids.shape[-1] >= NEW_TOKENS
 
         return step
@@ -150,12 +157,7 @@ def bench_ours(s, pixel_values, captions, device, meter, args) -> dict:
     results.update(measure_training("ours_frozen_cached", ours, cached, device, meter, args))
     ours.freeze(vision_tower=False)
     results.update(measure_training("ours_full", ours, batch, device, meter, args))
-    ours.eval()
-
-    def generate(images):
-        return ours.generate(pixel_values=images, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
-
-    results.update(measure_captioning("ours", generate, pixel_values, device, meter, args))
+    results.update(measure_captioning("ours", ours, pixel_values, device, meter, args))
     return results
 
 
@@ -168,13 +170,17 @@ def bench_peer(s, pixel_values, captions, device, meter, args) -> dict:
     results.update(measure_training("peer_frozen", peer, batch, device, meter, args))
     peer.encoder.requires_grad_(True)
     results.update(measure_training("peer_full", peer, batch, device, meter, args))
-    peer.eval()
-
-    def generate(images):
-        return peer.generate(pixel_values=images, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
-
-    results.update(measure_captioning("peer", generate, pixel_values, device, meter, args))
+    results.update(measure_captioning("peer", peer, pixel_values, device, meter, args))
     return results
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as file:
+            model = next(line.split(":", 1)[1].strip() for line in file if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    return f"CPU {model}"
 
 
 def main():
@@ -203,7 +209,7 @@ def main():
     results.update(bench_ours(s, pixel_values, captions, device, meter, args))
     results.update(bench_peer(s, pixel_values, captions, device, meter, args))
 
-    name = torch.cuda.get_device_name(device) if gpu else f"CPU {platform.processor() or platform.machine()}"
+    name = torch.cuda.get_device_name(device) if gpu else cpu_name()
     report = {
         "device": name,
         "threads": torch.get_num_threads(),

@@ -2,6 +2,7 @@
 
 import json
 import os
+import textwrap
 
 from PIL import Image, ImageDraw
 
@@ -30,22 +31,25 @@ def print_sample_captions(prefix: str, dataset, captions, count: int) -> None:
     print()
 
 
-def caption_grid(dataset, captions, count: int, columns: int = 4, thumb: int = 160) -> Image.Image:
-    """Test images in a grid, each with its generated caption (and the reference when they differ, in red)."""
+def caption_grid(dataset, captions, count: int, columns: int = 4, thumb: int = 192) -> Image.Image:
+    """Test images in a grid, each with its generated caption below it (and, in red, the reference it missed)."""
+    width = 40  # characters per caption line in PIL's default font
     rows = max(1, -(-count // columns))
-    cell_w, cell_h = thumb + 120, thumb + 44
+    cell_w, cell_h = thumb + 96, thumb + 84
     sheet = Image.new("RGB", (columns * cell_w, rows * cell_h), "white")
     draw = ImageDraw.Draw(sheet)
     for index in range(count):
         x, y = (index % columns) * cell_w, (index // columns) * cell_h
         image = load_image(dataset[index]["image"])
-        image.thumbnail((thumb, thumb), Image.NEAREST if max(image.size) < thumb else Image.BICUBIC)
-        image = image.resize((thumb, thumb), Image.NEAREST) if max(image.size) < thumb else image
-        sheet.paste(image, (x + 60, y + 2))
+        scale = thumb / max(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        sheet.paste(image.resize(size, Image.NEAREST if scale > 1 else Image.BICUBIC), (x + 48, y + 4))
         reference = as_caption_list(dataset[index]["captions"])[0]
-        draw.text((x + 4, y + thumb + 6), captions[index][:46], fill="black")
+        lines = [(line, "black") for line in textwrap.wrap(captions[index], width)[:3]]
         if captions[index] != reference:
-            draw.text((x + 4, y + thumb + 22), reference[:46], fill=(200, 0, 0))
+            lines += [(line, (200, 0, 0)) for line in textwrap.wrap("reference: " + reference, width)[:3]]
+        for number, (line, colour) in enumerate(lines):
+            draw.text((x + 8, y + thumb + 10 + 12 * number), line, fill=colour)
     return sheet
 
 

@@ -246,3 +246,17 @@ def test_frozen_vision_feature_cache_gives_the_same_losses(tmp_path, clip_dir, g
     assert losses(tmp_path / "cached_again") == pytest.approx(plain, rel=1e-5)
     cached_files = list((tmp_path / "cache").rglob("*.safetensors"))
     assert len(cached_files) == 24  # one entry per distinct image, reused by the second run
+
+
+def test_wall_time_budget_stops_training_with_the_learning_rate_annealed(tmp_path):
+    out = tmp_path / "budget"
+    args = [a for a in TINY if a not in ("--max_train_minutes", "5")]
+    result = run_train(
+        *args, "--max_train_minutes", "0.15", "--max_steps", "100000", "--logging_steps", "1", output_dir=out
+    )
+    assert "wall-time budget" in result.stderr
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    rates = [entry["learning_rate"] for entry in history if "learning_rate" in entry]
+    assert len(rates) < 100000 and max(rates) > 1e-4
+    assert rates[-1] < 0.05 * max(rates), "the schedule did not anneal within the budget"
+    assert "test_exact_match" in results_of(out)  # still evaluated and saved

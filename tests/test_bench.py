@@ -1,0 +1,25 @@
+"""The benchmark script runs (its --quick mode, as CI runs it) and reports both sides of every ratio."""
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_quick_benchmark_prints_a_table_and_json(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench.py"), "--quick", "--device", "cpu", "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["device"].startswith("CPU") and report["quick"] is True
+    for side in ("ours", "peer"):
+        for measure in ("full_train_samples_per_s", "frozen_train_samples_per_s", "captions_per_s", "latency_ms"):
+            assert report["results"][f"{side}_{measure}"] > 0
+    assert report["results"]["ours_frozen_cached_train_samples_per_s"] > 0
+    assert "ours/peer" in result.stdout and report["device"] in result.stdout
+    printed = json.loads(result.stdout[result.stdout.index("{") :])
+    assert printed == report  # the table and the JSON come from the same run

@@ -31,6 +31,7 @@ from modeling_vitgpt2.data import (
     BUILTIN,
     CaptionCollator,
     DatasetError,
+    as_caption_list,
     drop_bad_examples,
     load_caption_dataset,
     materialise,
@@ -69,7 +70,10 @@ class ModelArguments:
     prefix_length: int = field(default=1, metadata={"help": "Prefix tokens the pooled embedding is split into."})
     freeze_vision: bool | None = field(
         default=None,
-        metadata={"help": "Freeze the vision tower (default: yes for a pretrained one, no when built from scratch)."},
+        metadata={
+            "help": "Freeze the vision tower (default: yes with --vision_model; no when built from scratch or "
+            "continued with --model_name_or_path)."
+        },
     )
     freeze_text: bool = field(default=False, metadata={"help": "Freeze GPT-2 (train the projection only)."})
     projection_learning_rate: float | None = field(
@@ -279,11 +283,10 @@ def build_model(model_args, train_dataset):
         )
         processor = VitGpt2Processor.from_vision_text_pretrained(model_args.vision_model, model_args.text_model)
         return model, processor, True
-    captions = (
-        (caption for row in train_dataset.take(50000) for caption in _captions(row["captions"]))
-        if isinstance(train_dataset, datasets.IterableDataset)
-        else (caption for row in train_dataset["captions"] for caption in _captions(row))
-    )
+    rows = train_dataset.select_columns(["captions"])
+    if isinstance(rows, datasets.IterableDataset):
+        rows = rows.take(50000)  # a stream: learn the vocabulary from its beginning
+    captions = (caption for row in rows for caption in as_caption_list(row["captions"]))
     tokenizer = train_caption_tokenizer(captions, vocab_size=model_args.scratch_vocab_size)
     model = build_scratch_model(
         tokenizer,
@@ -312,10 +315,6 @@ def write_run_info(output_dir: str, model_args, data_args) -> None:
     }
     with open(os.path.join(output_dir, RUN_INFO), "w") as file:
         json.dump(info, file, indent=2)
-
-
-def _captions(value):
-    return [value] if isinstance(value, str) else [c for c in value or [] if isinstance(c, str)]
 
 
 def projection_optimizer(model, training_args, model_args):

@@ -105,8 +105,8 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Also records the `image-to-text` pipeline and `AutoModelForImageTextToText` in config.json, so that
-        `model.save_pretrained(d)` + `processor.save_pretrained(d)` is a complete Hub folder. Relative imports
-        make transformers copy the configuration, processing and pipeline modules beside this one."""
+        `model.save_pretrained(d)` + `processor.save_pretrained(d)` is a complete Hub folder. transformers copies
+        this module and its relative imports (configuration, pipeline); the processor copies the processing module."""
         module = VitGpt2ForCaptioning.__module__.split(".")[-1]
         pipeline_module = VitGpt2CaptioningPipeline.__module__.split(".")[-1]
         self.config.auto_map = {

@@ -20,6 +20,7 @@ import random
 
 import datasets
 from PIL import Image, ImageDraw
+from tqdm.auto import tqdm
 
 COLOURS = {
     "red": (220, 40, 40),
@@ -121,10 +122,11 @@ def make_scene(rng: random.Random, image_size: int, combinations) -> tuple[Image
     return image, caption_for(groups)
 
 
-def make_split(size: int, seed: int, image_size: int, unseen: bool) -> datasets.Dataset:
+def make_split(size: int, seed: int, image_size: int, unseen: bool, name: str = "") -> datasets.Dataset:
     rng = random.Random(seed)
     seen = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in UNSEEN_COMBINATIONS]
     images, captions = [], []
+    progress = tqdm(total=size, desc=f"drawing {name} scenes", unit="scene", disable=size < 2000)
     while len(images) < size:
         if unseen:
             # At least one group is a held-out combination; the other may be anything.
@@ -137,6 +139,8 @@ def make_split(size: int, seed: int, image_size: int, unseen: bool) -> datasets.
             image, caption = make_scene(rng, image_size, seen)
         images.append(image)
         captions.append([caption])
+        progress.update()
+    progress.close()
     features = datasets.Features({"image": datasets.Image(), "captions": datasets.Sequence(datasets.Value("string"))})
     return datasets.Dataset.from_dict({"image": images, "captions": captions}, features=features)
 
@@ -147,9 +151,9 @@ def load_shapes_dataset(
     """The built-in dataset as a DatasetDict; the same seed always gives the same scenes."""
     return datasets.DatasetDict(
         {
-            "train": make_split(train_size, seed, image_size, unseen=False),
-            "validation": make_split(eval_size, seed + 1, image_size, unseen=False),
-            "test": make_split(eval_size, seed + 2, image_size, unseen=False),
-            "test_unseen": make_split(eval_size, seed + 3, image_size, unseen=True),
+            "train": make_split(train_size, seed, image_size, unseen=False, name="train"),
+            "validation": make_split(eval_size, seed + 1, image_size, unseen=False, name="validation"),
+            "test": make_split(eval_size, seed + 2, image_size, unseen=False, name="test"),
+            "test_unseen": make_split(eval_size, seed + 3, image_size, unseen=True, name="test_unseen"),
         }
     )

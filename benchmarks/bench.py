@@ -14,6 +14,7 @@ import contextlib
 import json
 import platform
 import resource
+import sys
 import time
 
 import torch
@@ -116,7 +117,12 @@ def training_step(model, optimizer, device, batch):
     return step
 
 
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
 def measure_training(name, model, batch, device, meter, args):
+    progress(f"training: {name}")
     model.to(device).train()
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=1e-5, fused=device.type == "cuda")
@@ -126,6 +132,7 @@ def measure_training(name, model, batch, device, meter, args):
 
 
 def measure_captioning(name, model, pixel_values, device, meter, args):
+    progress(f"captioning: {name}")
     model.eval()
 
     def run(batch):

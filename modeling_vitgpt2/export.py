@@ -142,7 +142,7 @@ def render_card(model, run: dict, metrics: dict, examples: list, repo_id: str) -
         evaluation_table=evaluation_table,
         examples_table=examples_table,
         limitation_data=(
-            "this one saw only the built-in generated shapes scenes and captions nothing else meaningfully."
+            "this one saw only the built-in scenes of coloured shapes, so it captions nothing else meaningfully."
             if dataset_name == "builtin:shapes"
             else f"it saw `{dataset_name}` and inherits its biases and blind spots."
         ),

@@ -30,7 +30,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         values = np.asarray(image, dtype=np.float64)
         top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(values / top * 255.0, 0, 255).round().astype(np.uint8), mode="L")
+        image = Image.fromarray(np.clip(values / top * 255.0, 0, 255).round().astype(np.uint8))  # 2-D uint8: "L"
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -15,7 +15,7 @@ def _as_config(value, default_cls, vision: bool):
         config = value
     else:
         value = dict(value)
-        config = AutoConfig.for_model(value.pop("model_type"), **value)
+        config = AutoConfig.for_model(value.pop("model_type", default_cls.model_type), **value)
     # A full CLIP or SigLIP config carries a text tower we do not want: keep its vision half.
     if vision and getattr(config, "vision_config", None) is not None:
         config = config.vision_config

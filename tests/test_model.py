@@ -153,6 +153,14 @@ def test_config_rejects_unsupported_settings():
         VitGpt2Config(text_config={"model_type": "llama"})
 
 
+def test_nested_configs_as_dicts_round_trip():
+    config = VitGpt2Config(vision_config={"hidden_size": 48, "projection_dim": 24}, text_config={"n_embd": 64})
+    assert (config.vision_config.model_type, config.text_config.model_type) == ("clip_vision_model", "gpt2")
+    assert (config.vision_feature_size, config.text_config.n_embd) == (24, 64)
+    again = VitGpt2Config.from_dict(config.to_dict())
+    assert again.to_dict() == config.to_dict()
+
+
 def test_default_config_is_the_design():
     config = VitGpt2Config()
     assert config.vision_config.model_type == "clip_vision_model"

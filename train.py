@@ -39,7 +39,13 @@ from modeling_vitgpt2.data import (
 )
 from modeling_vitgpt2.export import EXAMPLES, RUN_INFO, export, push
 from modeling_vitgpt2.feature_cache import DEFAULT_CACHE_DIR, VisionFeatureCache
-from modeling_vitgpt2.report import caption_grid, print_metrics_table, print_sample_captions, write_examples
+from modeling_vitgpt2.report import (
+    METRIC_COLUMNS,
+    caption_grid,
+    print_metrics_table,
+    print_sample_captions,
+    write_examples,
+)
 from modeling_vitgpt2.scratch import build_scratch_model, build_scratch_processor, train_caption_tokenizer
 
 logger = logging.getLogger("train")
@@ -387,12 +393,7 @@ def main():
         def compute_metrics(prediction):
             captions = processor.batch_decode(prediction.predictions)
             scores = metric.compute(predictions=captions, references=references[: len(captions)])
-            return {
-                "bleu4": scores["bleu4"],
-                "rougeL": scores["rougeL"],
-                "cider": scores["cider"],
-                "exact_match": scores["exact_match"],
-            }
+            return {name: scores[name] for name in METRIC_COLUMNS}
 
         return compute_metrics
 

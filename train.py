@@ -178,9 +178,12 @@ EMBEDDED_DEFAULTS = dict(
     report_to="none",
     dataloader_num_workers=0,
     dataloader_pin_memory=torch.cuda.is_available(),
-    # On a GPU: bf16 autocast and the fused AdamW kernel (both exact enough for training; see benchmarks/).
+    # On a GPU: bf16 autocast, the fused AdamW kernel and torch.compile (losses match the plain path within bf16
+    # tolerance, tests/test_speed.py; the speed-up is in benchmarks/RESULTS.md). On CPU compiling costs more minutes
+    # than it saves in a short run.
     bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
     optim="adamw_torch_fused" if torch.cuda.is_available() else "adamw_torch",
+    torch_compile=torch.cuda.is_available(),
     seed=42,
 )
 
@@ -383,7 +386,12 @@ def main():
 
     # --- training ---------------------------------------------------------------------------------------------
     collator = CaptionCollator(
-        processor, data_args.max_caption_length, feature_cache=cache, token_dropout=data_args.caption_token_dropout
+        processor,
+        data_args.max_caption_length,
+        feature_cache=cache,
+        token_dropout=data_args.caption_token_dropout,
+        # A compiled model recompiles for each new caption length; multiples of 8 leave a handful of shapes.
+        pad_to_multiple_of=8 if training_args.torch_compile else None,
     )
     metric = evaluate.load(METRIC)
 

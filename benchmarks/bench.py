@@ -3,10 +3,13 @@ with cross-attention), at real sizes (CLIP ViT-B/32 vision config, GPT-2 small),
 synthetic inputs: 224 px images, 24-token captions, 20 new tokens when captioning.
 
     python benchmarks/bench.py                 # CPU, real sizes (minutes)
-    python benchmarks/bench.py --device cuda   # GPU, bf16 autocast
+    python benchmarks/bench.py --device cuda   # GPU, bf16 autocast (and torch.compile for train.py's GPU path)
     python benchmarks/bench.py --quick         # seconds: small configs, proves the script works
 
-Prints a table (ours, peer, ratio) and then the same numbers as JSON, from one run.
+Each side runs as its users would run it: vitgpt2 with what train.py and generate() do by default (frozen vision
+tower + feature cache, torch.compile on a GPU; greedy decoding on CUDA graphs), the peer with plain transformers.
+The vitgpt2-only rows show what each fast path adds. Prints a table (ours, peer, ratio) and then the same numbers as
+JSON, from one run. A measurement that fails is reported as an error and the rest still run.
 """
 
 import argparse
@@ -16,6 +19,7 @@ import platform
 import resource
 import sys
 import time
+import traceback
 
 import torch
 from transformers import (
@@ -90,6 +94,14 @@ class Meter:
             return torch.cuda.max_memory_allocated() / 2**20
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS (never decreases)
 
+    def seconds(self, step) -> float:
+        """Wall time of one call of `step`."""
+        self.synchronize()
+        start = time.perf_counter()
+        step()
+        self.synchronize()
+        return time.perf_counter() - start
+
     def rate(self, step, items: int, warmup: int, iterations: int) -> float:
         """Items per second over `iterations` calls of `step` after `warmup` calls."""
         for _ in range(warmup):
@@ -121,17 +133,41 @@ def progress(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def measure_training(name, model, batch, device, meter, args):
+def guarded(measure):
+    """Runs one measurement; a failure is recorded (and printed) instead of ending the whole run."""
+
+    def run(name, *args, **kwargs):
+        try:
+            return measure(name, *args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - any failure of one measurement is a result to report
+            traceback.print_exc()
+            return {f"{name}_error": f"{type(error).__name__}: {error}"[:500]}
+
+    return run
+
+
+@guarded
+def measure_training(name, model, batch, device, meter, args, compile=False):
     progress(f"training: {name}")
     model.to(device).train()
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=1e-5, fused=device.type == "cuda")
+    optimizer = torch.optim.AdamW(parameters, lr=1e-5, fused=True)  # Trainer's default optimizer (adamw_torch_fused)
+    if compile:
+        torch.compiler.reset()  # a fresh compile for this shape (no dynamic-shape graph left from another batch)
+    runner = torch.compile(model) if compile else model
+    step = training_step(runner, optimizer, device, batch)
     meter.reset_peak()
-    rate = meter.rate(training_step(model, optimizer, device, batch), args.train_batch, args.warmup, args.iterations)
-    return {f"{name}_train_samples_per_s": rate, f"{name}_train_peak_mib": meter.peak_mib()}
+    first_call = meter.seconds(step)  # includes compilation when compiled
+    rate = meter.rate(step, len(batch["labels"]), args.warmup, args.iterations)
+    return {
+        f"{name}_train_samples_per_s": rate,
+        f"{name}_train_peak_mib": meter.peak_mib(),
+        f"{name}_train_first_step_s": first_call,
+    }
 
 
-def measure_captioning(name, model, pixel_values, device, meter, args):
+@guarded
+def measure_captioning(name, model, pixel_values, device, meter, args, **generate_kwargs):
     progress(f"captioning: {name}")
     model.eval()
 
@@ -139,16 +175,39 @@ def measure_captioning(name, model, pixel_values, device, meter, args):
         def step():
             with torch.inference_mode(), autocast(device):
                 images = pixel_values[:batch]
-                ids = model.generate(pixel_values=images, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
+                ids = model.generate(
+                    pixel_values=images, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, **generate_kwargs
+                )
             assert ids.shape[-1] >= NEW_TOKENS
 
         return step
 
     meter.reset_peak()
+    first_call = meter.seconds(run(args.caption_batch))  # includes recording CUDA graphs on the fast path
     rate = meter.rate(run(args.caption_batch), args.caption_batch, 1, args.iterations)
     peak = meter.peak_mib()
     latency = 1.0 / meter.rate(run(1), 1, 1, args.iterations)
-    return {f"{name}_captions_per_s": rate, f"{name}_latency_ms": latency * 1000, f"{name}_caption_peak_mib": peak}
+    return {
+        f"{name}_captions_per_s": rate,
+        f"{name}_latency_ms": latency * 1000,
+        f"{name}_caption_peak_mib": peak,
+        f"{name}_caption_first_call_s": first_call,
+    }
+
+
+def greedy_agreement(model, pixel_values, device) -> dict:
+    """Share of captions whose fast-path tokens equal transformers' loop (`cache_implementation="dynamic"`)."""
+    progress("greedy agreement: fast path vs transformers' loop")
+    agreement = {}
+    for precision, context in (("fp32", contextlib.nullcontext()), ("autocast", autocast(device))):
+        with torch.inference_mode(), context:
+            fast = model.generate(pixel_values=pixel_values, max_new_tokens=NEW_TOKENS)
+            plain = model.generate(pixel_values=pixel_values, max_new_tokens=NEW_TOKENS, cache_implementation="dynamic")
+        same = fast.shape == plain.shape and torch.equal(fast, plain)
+        rows = (fast == plain).all(dim=1).float().mean().item() if fast.shape == plain.shape else 0.0
+        agreement[f"ours_greedy_identical_{precision}"] = same
+        agreement[f"ours_greedy_identical_rows_{precision}"] = rows
+    return agreement
 
 
 def bench_ours(s, pixel_values, captions, device, meter, args) -> dict:
@@ -161,10 +220,25 @@ def bench_ours(s, pixel_values, captions, device, meter, args) -> dict:
     batch = {"pixel_values": pixels, "input_ids": captions, "labels": captions}
     results.update(measure_training("ours_frozen", ours, batch, device, meter, args))
     cached = {"vision_features": features, "input_ids": captions, "labels": captions}
-    results.update(measure_training("ours_frozen_cached", ours, cached, device, meter, args))
+    results.update(measure_training("ours_frozen_cached_eager", ours, cached, device, meter, args))
+    if args.compile:
+        results.update(measure_training("ours_frozen_cached_compiled", ours, cached, device, meter, args, compile=True))
+    if args.large_train_batch:
+        large = {key: value.repeat(args.large_train_batch // len(value), *[1] * (value.dim() - 1))
+                 for key, value in cached.items()}  # fmt: skip
+        name = f"ours_frozen_cached_batch{args.large_train_batch}"
+        results.update(measure_training(name, ours, large, device, meter, args, compile=args.compile))
+    # The row train.py's default gives: cache, compiled where it was measured compiled.
+    default = "ours_frozen_cached_compiled" if args.compile else "ours_frozen_cached_eager"
+    for suffix in ("samples_per_s", "peak_mib", "first_step_s"):
+        if f"{default}_train_{suffix}" in results:
+            results[f"ours_default_train_{suffix}"] = results[f"{default}_train_{suffix}"]
     ours.freeze(vision_tower=False)
     results.update(measure_training("ours_full", ours, batch, device, meter, args))
     results.update(measure_captioning("ours", ours, pixel_values, device, meter, args))
+    results.update(measure_captioning("ours_plain", ours, pixel_values, device, meter, args,
+                                      cache_implementation="dynamic"))  # fmt: skip
+    results.update(greedy_agreement(ours, pixel_values[: args.caption_batch], device))
     return results
 
 
@@ -199,9 +273,18 @@ def main():
     parser.add_argument("--iterations", type=int, help="timed iterations per measurement (default 10, quick 2)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
     parser.add_argument("--json", help="also write the JSON to this file")
+    parser.add_argument(
+        "--compile", action=argparse.BooleanOptionalAction, default=None,
+        help="also train vitgpt2 with torch.compile, as train.py does on a GPU (default: on for cuda)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--large-train-batch", type=int, help="also train vitgpt2 (cached features) at this batch (default: 1024 GPU)"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     gpu = device.type == "cuda"
+    args.compile = gpu if args.compile is None else args.compile
+    args.large_train_batch = args.large_train_batch or (1024 if gpu and not args.quick else None)
     args.train_batch = args.train_batch or (2 if args.quick else 256 if gpu else 8)
     args.caption_batch = args.caption_batch or (4 if args.quick else 256 if gpu else 32)
     args.iterations = args.iterations or (2 if args.quick else 10)
@@ -224,6 +307,7 @@ def main():
         "torch": torch.__version__,
         "transformers": __import__("transformers").__version__,
         "precision": "bf16 autocast" if gpu else "fp32",
+        "compiled": args.compile,
         "train_batch": args.train_batch,
         "caption_batch": args.caption_batch,
         "results": results,
@@ -236,8 +320,8 @@ def main():
 
 
 ROWS = [
-    ("training, frozen vision + cache vs peer full (samples/s)", "ours_frozen_cached_train", "peer_full_train"),
-    ("training, vision frozen (samples/s)", "ours_frozen_train", "peer_frozen_train"),
+    ("training, train.py's default path vs peer full (samples/s)", "ours_default_train", "peer_full_train"),
+    ("training, vision frozen, no cache (samples/s)", "ours_frozen_train", "peer_frozen_train"),
     ("training, all weights (samples/s)", "ours_full_train", "peer_full_train"),
     ("captioning, batch (captions/s)", "ours_captions", "peer_captions"),
     ("captioning, 1 image (ms, lower is better)", "ours_latency", "peer_latency"),
@@ -250,16 +334,28 @@ def _key(stem: str) -> str:
     return stem + next(unit for suffix, unit in UNITS.items() if stem.endswith(suffix))
 
 
+def _number(value) -> str:
+    return f"{value:>11.2f}" if isinstance(value, float) else f"{value!s:>11}"
+
+
 def print_table(report):
     results = report["results"]
     print(
         f"\nvitgpt2 vs VisionEncoderDecoderModel on {report['device']} ({report['precision']}, {report['threads']} "
         f"threads, train batch {report['train_batch']}, caption batch {report['caption_batch']})"
     )
-    print(f"{'measure':<58}{'ours':>11}{'peer':>11}{'ours/peer':>11}")
+    print(f"{'measure':<62}{'ours':>11}{'peer':>11}{'ours/peer':>11}")
     for label, ours_stem, peer_stem in ROWS:
-        ours, peer = results[_key(ours_stem)], results[_key(peer_stem)]
-        print(f"{label:<58}{ours:>11.2f}{peer:>11.2f}{ours / peer:>10.2f}x")
+        ours, peer = results.get(_key(ours_stem), "n/a"), results.get(_key(peer_stem), "n/a")
+        ratio = f"{ours / peer:>10.2f}x" if isinstance(ours, float) and isinstance(peer, float) else f"{'n/a':>11}"
+        print(f"{label:<62}{_number(ours)}{_number(peer)}{ratio}")
+    print("\nvitgpt2 alone (what each path gives; first call = compile / CUDA-graph recording included):")
+    for key, value in results.items():
+        if key.startswith("ours_") and not key.startswith("ours_default_"):
+            print(f"  {key:<60}{_number(value)}")
+    errors = {key: value for key, value in results.items() if key.endswith("_error")}
+    for key, value in errors.items():
+        print(f"  FAILED {key}: {value}")
     print()
 
 

@@ -16,6 +16,7 @@ from transformers import (
 from transformers.modeling_outputs import CausalLMOutputWithCrossAttentions
 
 from .configuration_vitgpt2 import VitGpt2Config
+from .decoding_vitgpt2 import can_decode_fast, greedy_decode
 from .pipeline_vitgpt2 import TASK, VitGpt2CaptioningPipeline
 
 # Keys Seq2SeqTrainer (and users copying a training batch) pass to generate() that describe the gold caption.
@@ -203,7 +204,9 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
         """Caption token ids for each image: greedy, beam search or sampling, as `generation_config`/kwargs say.
 
         The caption comes from the image alone: a gold caption passed in (as Seq2SeqTrainer does) is ignored.
-        `max_length`, like `max_new_tokens`, counts caption tokens only.
+        `max_length`, like `max_new_tokens`, counts caption tokens only. Plain greedy decoding runs on preallocated
+        keys/values and, on a GPU, replays CUDA graphs (`decoding_vitgpt2.py`); the tokens are the same as
+        transformers' loop, which `cache_implementation="dynamic"` asks for and every other setting gets.
         """
         for key in _GOLD_CAPTION_KEYS:
             kwargs.pop(key, None)
@@ -217,6 +220,8 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
         if generation_config.max_new_tokens is not None:
             generation_config.max_length = None  # max_new_tokens wins anyway; this avoids a spurious clash warning
         prefix = self.get_image_features(pixel_values, vision_features)
+        if can_decode_fast(self.language_model, generation_config, model_kwargs):
+            return greedy_decode(self.language_model, prefix, generation_config)
         mask = torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device)
         return self.language_model.generate(
             inputs_embeds=prefix, attention_mask=mask, generation_config=generation_config, **model_kwargs

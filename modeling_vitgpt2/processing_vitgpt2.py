@@ -126,7 +126,9 @@ class VitGpt2Processor(ProcessorMixin):
             data.update(self.tokenize_captions(text, max_length=max_length, return_tensors=return_tensors))
         return BatchFeature(data=data, tensor_type=return_tensors)
 
-    def tokenize_captions(self, text, max_length: int | None = None, return_tensors="pt") -> dict:
+    def tokenize_captions(
+        self, text, max_length: int | None = None, return_tensors="pt", pad_to_multiple_of: int | None = None
+    ) -> dict:
         """Caption tokens + EOS (EOS kept even when truncating to `max_length`), right-padded, with `labels`."""
         captions = [text] if isinstance(text, str) else list(text)
         for index, caption in enumerate(captions):
@@ -136,7 +138,9 @@ class VitGpt2Processor(ProcessorMixin):
         ids = self.tokenizer(captions, add_special_tokens=False, truncation=limit is not None, max_length=limit)
         eos = self.tokenizer.eos_token_id
         features = [{"input_ids": row + [eos]} for row in ids["input_ids"]]
-        batch = self.tokenizer.pad(features, padding=True, return_tensors=return_tensors)
+        batch = self.tokenizer.pad(
+            features, padding=True, pad_to_multiple_of=pad_to_multiple_of, return_tensors=return_tensors
+        )
         labels = batch["input_ids"].clone() if return_tensors == "pt" else np.array(batch["input_ids"])
         labels[batch["attention_mask"] == 0] = -100
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels}

@@ -1,0 +1,169 @@
+"""Greedy captioning without per-token overhead: GPT-2's own blocks over preallocated keys and values, and on a GPU
+the decoding steps recorded once as CUDA graphs and replayed.
+
+A caption is ~20 tokens from a one-token prefix, so `generate()`'s per-token work (logits processors, stopping
+criteria, cache bookkeeping, hundreds of kernel launches) costs more than the arithmetic. Greedy decoding of a fixed
+batch for a fixed token budget has static shapes, which is what CUDA graphs need. The tokens are `generate()`'s:
+the same modules and the same EOS, padding, `min_new_tokens` and trimming rules (tests compare the two).
+"""
+
+import weakref
+from collections import OrderedDict
+
+import torch
+from transformers import GenerationConfig, GPT2LMHeadModel
+
+# Generation settings that leave greedy tokens alone. Anything else set (beams, sampling, repetition penalties, scores,
+# stop strings, ...) or any extra generate() argument sends the call to transformers' own loop.
+_GREEDY_SAFE_SETTINGS = {
+    "max_new_tokens", "min_new_tokens", "max_length", "eos_token_id", "pad_token_id", "bos_token_id",
+    "decoder_start_token_id", "use_cache", "cache_implementation", "transformers_version", "_from_model_config",
+    "temperature", "top_k", "top_p",  # sampling knobs that greedy decoding ignores
+}  # fmt: skip
+# generate()'s cache_implementation values this decoder stands in for; "dynamic" (or any other) asks for transformers'.
+_OUR_CACHE_IMPLEMENTATIONS = (None, "static")
+CUDA_GRAPH_CHUNK = 4  # decoding steps per graph: the batch stops within this many steps of its last EOS
+_DECODERS_PER_MODEL = 4  # each holds keys/values and graph memory for one batch shape
+_decoders: "weakref.WeakKeyDictionary[torch.nn.Module, OrderedDict]" = weakref.WeakKeyDictionary()
+
+
+def can_decode_fast(language_model, generation_config: GenerationConfig, model_kwargs: dict) -> bool:
+    """Whether this call is plain greedy decoding that `greedy_decode` reproduces exactly."""
+    default = GenerationConfig().to_dict()
+    changed = {
+        key
+        for key, value in generation_config.to_dict().items()
+        if value != default.get(key) and not (value in (None, False) and default.get(key) in (None, False))
+    }
+    return (
+        type(language_model) is GPT2LMHeadModel
+        and language_model.config._attn_implementation == "sdpa"
+        and not language_model.training
+        and not model_kwargs
+        and generation_config.use_cache is not False  # use_cache=False asks for transformers' uncached loop
+        and generation_config.cache_implementation in _OUR_CACHE_IMPLEMENTATIONS
+        and generation_config.max_new_tokens is not None
+        and changed <= _GREEDY_SAFE_SETTINGS  # so no beams, sampling or extra sequences either
+    )
+
+
+def greedy_decode(language_model: GPT2LMHeadModel, prefix: torch.Tensor, generation_config: GenerationConfig):
+    """Caption token ids (batch, new tokens) after `prefix` embeddings, as greedy `generate()` returns them."""
+    eos = generation_config.eos_token_id
+    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    pad = generation_config.pad_token_id
+    pad = pad if pad is not None else eos[0] if eos else 0
+    device_type = prefix.device.type
+    autocast = torch.is_autocast_enabled(device_type)
+    compute_dtype = torch.get_autocast_dtype(device_type) if autocast else language_model.dtype
+    key = (
+        tuple(prefix.shape), prefix.dtype, prefix.device, compute_dtype, autocast, tuple(eos), pad,
+        generation_config.max_new_tokens, generation_config.min_new_tokens or 0,
+        # The graphs read weights at fixed addresses: moving or re-casting the model must make new ones.
+        tuple(parameter.data_ptr() for parameter in language_model.parameters()),
+    )  # fmt: skip
+    decoders = _decoders.setdefault(language_model, OrderedDict())
+    if key not in decoders:
+        decoders[key] = GreedyDecoder(
+            language_model, prefix, compute_dtype, autocast, generation_config.max_new_tokens,
+            generation_config.min_new_tokens or 0, eos, pad,
+        )  # fmt: skip
+        while len(decoders) > _DECODERS_PER_MODEL:
+            decoders.popitem(last=False)
+    decoders.move_to_end(key)
+    return decoders[key](prefix)
+
+
+class _StaticKeysValues:
+    """What GPT-2's attention asks of a cache: `update` stores this step's keys/values and returns all so far."""
+
+    def __init__(self, config, batch: int, length: int, dtype, device):
+        shape = (batch, config.n_head, length, config.n_embd // config.n_head)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layer)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layer)]
+        self.position = 0  # where this step's tokens go; a Python int, so each recorded step has fixed shapes
+
+    def update(self, keys, values, layer_idx, *args, **kwargs):
+        end = self.position + keys.shape[2]
+        self.keys[layer_idx][:, :, self.position : end].copy_(keys)
+        self.values[layer_idx][:, :, self.position : end].copy_(values)
+        return self.keys[layer_idx][:, :, :end], self.values[layer_idx][:, :, :end]
+
+
+class GreedyDecoder:
+    """Greedy decoding for one batch shape and token budget; buffers are allocated once and reused by every call."""
+
+    def __init__(self, language_model, prefix, compute_dtype, autocast, max_new_tokens, min_new_tokens, eos, pad):
+        batch, self.prefix_length, _ = prefix.shape
+        device = prefix.device
+        self.language_model = language_model
+        self.max_new_tokens, self.min_new_tokens = max_new_tokens, min_new_tokens
+        self.autocast = (device.type, compute_dtype, autocast)
+        self.cache = _StaticKeysValues(
+            language_model.config, batch, self.prefix_length + max_new_tokens, compute_dtype, device
+        )
+        self.prefix = torch.zeros_like(prefix)
+        self.tokens = torch.full((batch, max_new_tokens), pad, dtype=torch.long, device=device)
+        self.finished = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.eos = torch.tensor(eos, dtype=torch.long, device=device)
+        self.pad = torch.tensor(pad, dtype=torch.long, device=device)
+        self.graphs = self._record_graphs() if device.type == "cuda" else None
+
+    def __call__(self, prefix: torch.Tensor) -> torch.Tensor:
+        self.prefix.copy_(prefix)
+        if self.graphs is None:
+            for index in range(self.max_new_tokens):
+                self._step(index)
+                if self.finished.all():
+                    break
+        else:
+            for graph in self.graphs:
+                graph.replay()
+                if self.finished.all():
+                    break
+        return self.tokens[:, : self._generated_length()].clone()
+
+    def _generated_length(self) -> int:
+        """Steps until every caption had its EOS (or the budget), like generate(): later columns are stale."""
+        if len(self.eos) == 0:
+            return self.max_new_tokens
+        is_eos = (self.tokens[:, :, None] == self.eos).any(dim=2)
+        last = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1), self.max_new_tokens - 1)
+        return int(last.max()) + 1
+
+    def _step(self, index: int) -> None:
+        transformer = self.language_model.transformer
+        if index == 0:
+            self.finished.zero_()
+            hidden, start = self.prefix, 0
+        else:
+            hidden, start = transformer.wte(self.tokens[:, index - 1 : index]), self.prefix_length + index - 1
+        hidden = hidden + transformer.wpe.weight[start : start + hidden.shape[1]]
+        self.cache.position = start
+        for block in transformer.h:
+            hidden = block(hidden, past_key_values=self.cache)
+        logits = self.language_model.lm_head(transformer.ln_f(hidden[:, -1])).float()
+        if index < self.min_new_tokens and len(self.eos):
+            logits.index_fill_(1, self.eos, float("-inf"))
+        next_tokens = torch.where(self.finished, self.pad, logits.argmax(dim=-1))
+        self.tokens[:, index] = next_tokens
+        self.finished |= (next_tokens[:, None] == self.eos).any(dim=1)
+
+    def _record_graphs(self) -> list:
+        device_type, dtype, enabled = self.autocast
+        # Autocast's weight-cast cache would outlive a recording; casting inside the graph keeps each replay current.
+        with torch.autocast(device_type, dtype=dtype, enabled=enabled, cache_enabled=False):
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):  # one eager pass first: library handles and workspaces come from here
+                for index in range(self.max_new_tokens):
+                    self._step(index)
+            torch.cuda.current_stream().wait_stream(stream)
+            graphs, pool = [], torch.cuda.graph_pool_handle()
+            for start in range(0, self.max_new_tokens, CUDA_GRAPH_CHUNK):
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=pool):  # replayed in recording order, so they share memory
+                    for index in range(start, min(start + CUDA_GRAPH_CHUNK, self.max_new_tokens)):
+                        self._step(index)
+                graphs.append(graph)
+        return graphs

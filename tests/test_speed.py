@@ -1,11 +1,14 @@
-"""The fast paths keep results exact: greedy captions equal transformers' loop, and compiled, bf16-autocast and
-padded-to-a-multiple training steps give the plain path's losses and gradients (within bf16 tolerance)."""
+"""The fast paths keep results exact: greedy captions equal transformers' loop; compiled, bf16-autocast and
+padded-to-a-multiple training steps give the plain path's losses and gradients (within bf16 tolerance); the feature
+cache, filled in data-loader workers, gives the vision tower's own features."""
 
+import datasets
 import pytest
 import torch
 from conftest import CAPTIONS, distinct_images, tiny_model, train_on_pairs
 
 from modeling_vitgpt2 import decoding_vitgpt2
+from modeling_vitgpt2.feature_cache import VisionFeatureCache
 
 
 @pytest.mark.parametrize("variant", [{}, {"prefix_length": 3}, {"vision_feature": "patch"}])
@@ -75,6 +78,24 @@ def test_bf16_autocast_loss_is_the_fp32_loss_within_bf16_tolerance(frozen_model_
     torch.testing.assert_close(bf16[0], fp32[0], rtol=2e-2, atol=0)
 
 
+def test_fused_adamw_trains_like_the_for_each_one(tokenizer, processor, frozen_model_and_batch):
+    _, batch = frozen_model_and_batch
+    trained = {}
+    for fused in (False, True):
+        model = tiny_model(tokenizer, seed=3)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=fused, foreach=None if fused else True)
+        losses = []
+        for _ in range(3):
+            loss = model(**batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            losses.append(loss.detach())
+        trained[fused] = (torch.stack(losses), model.projector.linear_2.weight.detach())
+    for plain, fast in zip(trained[False], trained[True]):
+        torch.testing.assert_close(fast, plain)
+
+
 def test_padding_captions_to_a_multiple_of_8_changes_no_loss(frozen_model_and_batch, processor):
     model, batch = frozen_model_and_batch
     padded = processor.tokenize_captions(CAPTIONS[:4], pad_to_multiple_of=8)
@@ -83,3 +104,24 @@ def test_padding_captions_to_a_multiple_of_8_changes_no_loss(frozen_model_and_ba
     fast = loss_and_gradients(model, {**batch, **padded})
     for expected, actual in zip(plain, fast):
         torch.testing.assert_close(actual, expected)
+
+
+def test_feature_cache_filled_in_workers_gives_the_vision_towers_features(tmp_path, model, processor):
+    images = distinct_images(10)
+    files = []
+    for index, image in enumerate(images + images[:3]):  # three repeats: cached once, read three times more
+        files.append(tmp_path / f"{index}.png")
+        image.save(files[-1])
+    dataset = datasets.Dataset.from_dict({"image": [str(file) for file in files]})
+    dataset = dataset.cast_column("image", datasets.Image(decode=False))
+    cache = VisionFeatureCache(model, processor, tmp_path / "cache")
+    cache.fill(dataset, batch_size=4, num_workers=2)
+    assert cache.computed == 10
+    cache.fill(dataset, batch_size=4, num_workers=2)
+    assert cache.computed == 10  # nothing computed twice, across batches and runs
+
+    features = cache.features(dataset["image"])
+    with torch.no_grad():
+        expected = model.get_vision_features(processor(images=images + images[:3])["pixel_values"])
+    torch.testing.assert_close(features, expected)
+    assert cache.computed == 10 and cache.reused == 13

@@ -24,7 +24,7 @@ import evaluate
 import torch
 import transformers
 from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, has_length
 
 from modeling_vitgpt2 import VitGpt2ForCaptioning, VitGpt2Processor
 from modeling_vitgpt2.data import (
@@ -36,6 +36,7 @@ from modeling_vitgpt2.data import (
     load_caption_dataset,
     materialise,
     references_of,
+    with_caption_lengths,
 )
 from modeling_vitgpt2.export import EXAMPLES, RUN_INFO, export, push
 from modeling_vitgpt2.feature_cache import DEFAULT_CACHE_DIR, VisionFeatureCache
@@ -239,6 +240,13 @@ class BudgetedTrainer(Seq2SeqTrainer):
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, factor)
         return self.lr_scheduler
 
+    def _get_eval_sampler(self, eval_dataset):
+        # transformers 5 length-groups evaluation too when training does; predictions must stay in dataset order to
+        # line up with the references, the captions grid and the examples.
+        if eval_dataset is None or not has_length(eval_dataset):
+            return None
+        return torch.utils.data.SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+
 
 def parse_arguments():
     parser = HfArgumentParser(
@@ -361,6 +369,12 @@ def main():
                     else train_dataset.select(range(min(data_args.max_train_samples, len(train_dataset))))
                 )
             train_dataset, train_skips, skipped = drop_bad_examples(train_dataset, "train", data_args.strict)
+            if (
+                training_args.train_sampling_strategy in ("group_by_length", "batch_rebalance")
+                and not data_args.streaming
+            ):
+                train_dataset = with_caption_lengths(train_dataset)
+                training_args.length_column_name = "length"
             eval_splits = [s for s in [data_args.eval_split, *data_args.test_splits.split(",")] if s and s in dataset]
             evaluation = {}
             for split in dict.fromkeys(eval_splits):

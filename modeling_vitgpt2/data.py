@@ -107,6 +107,16 @@ def as_caption_list(captions) -> list[str]:
     return [caption.strip() for caption in captions if isinstance(caption, str) and caption.strip()]
 
 
+def with_caption_lengths(dataset: datasets.Dataset) -> datasets.Dataset:
+    """Adds `length` (words in the first caption), which Trainer's `--group_by_length` sampler reads: batches of
+    captions of similar length carry less padding."""
+
+    def lengths(batch):
+        return {"length": [len(as_caption_list(captions)[0].split()) for captions in batch]}
+
+    return dataset.map(lengths, input_columns="captions", batched=True, desc="caption lengths")
+
+
 @dataclass
 class SkipCounter:
     """What validation skipped, by reason; `strict` turns the first problem into an error."""

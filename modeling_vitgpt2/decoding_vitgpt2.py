@@ -29,7 +29,7 @@ _DECODERS_PER_MODEL = 4  # each holds keys/values and graph memory for one batch
 _decoders: "weakref.WeakKeyDictionary[torch.nn.Module, OrderedDict]" = weakref.WeakKeyDictionary()
 
 
-def can_decode_fast(language_model, generation_config: GenerationConfig, model_kwargs: dict) -> bool:
+def can_decode_fast(language_model, generation_config: GenerationConfig, model_kwargs: dict, prefix_length: int):
     """Whether this call is plain greedy decoding that `greedy_decode` reproduces exactly."""
     default = GenerationConfig().to_dict()
     changed = {
@@ -45,6 +45,7 @@ def can_decode_fast(language_model, generation_config: GenerationConfig, model_k
         and generation_config.use_cache is not False  # use_cache=False asks for transformers' uncached loop
         and generation_config.cache_implementation in _OUR_CACHE_IMPLEMENTATIONS
         and generation_config.max_new_tokens is not None
+        and prefix_length + generation_config.max_new_tokens <= language_model.config.n_positions
         and changed <= _GREEDY_SAFE_SETTINGS  # so no beams, sampling or extra sequences either
     )
 
@@ -60,6 +61,7 @@ def greedy_decode(language_model: GPT2LMHeadModel, prefix: torch.Tensor, generat
     compute_dtype = torch.get_autocast_dtype(device_type) if autocast else language_model.dtype
     key = (
         tuple(prefix.shape), prefix.dtype, prefix.device, compute_dtype, autocast, tuple(eos), pad,
+        torch.is_inference_mode_enabled(),  # buffers made in inference mode cannot be written outside it
         generation_config.max_new_tokens, generation_config.min_new_tokens or 0,
         # The graphs read weights at fixed addresses: moving or re-casting the model must make new ones.
         tuple(parameter.data_ptr() for parameter in language_model.parameters()),
@@ -170,6 +172,7 @@ class GreedyDecoder:
         for block, weights in zip(transformer.h, self.block_weights):
             arguments, keywords = (hidden,), {"past_key_values": self.cache}
             hidden = functional_call(block, weights, arguments, keywords) if weights else block(*arguments, **keywords)
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden  # transformers 4 blocks return a tuple
         hidden = transformer.ln_f(hidden[:, -1])
         if self.lm_head_weight is None:
             logits = self.language_model.lm_head(hidden).float()

@@ -220,8 +220,11 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
         if generation_config.max_new_tokens is not None:
             generation_config.max_length = None  # max_new_tokens wins anyway; this avoids a spurious clash warning
         prefix = self.get_image_features(pixel_values, vision_features)
-        if can_decode_fast(self.language_model, generation_config, model_kwargs):
-            return greedy_decode(self.language_model, prefix, generation_config)
+        # Seq2SeqTrainer always passes synced_gpus; only True (ranks step together, ZeRO-3) needs transformers' loop.
+        if not model_kwargs.get("synced_gpus"):
+            model_kwargs.pop("synced_gpus", None)
+            if can_decode_fast(self.language_model, generation_config, model_kwargs, prefix.shape[1]):
+                return greedy_decode(self.language_model, prefix, generation_config)
         mask = torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device)
         return self.language_model.generate(
             inputs_embeds=prefix, attention_mask=mask, generation_config=generation_config, **model_kwargs

@@ -25,6 +25,10 @@ def test_fast_greedy_decoding_gives_transformers_tokens(tokenizer, processor, va
             assert torch.equal(fast, model.generate(pixel_values=pixels, cache_implementation="dynamic", **setting))
 
     assert_fast_equals_plain(max_new_tokens=40)  # every caption ends with EOS, at different lengths
+    assert_fast_equals_plain(max_new_tokens=40, synced_gpus=False)  # as Seq2SeqTrainer's evaluation calls it
+    with torch.inference_mode():  # as pipelines call it; then again outside, with the same shapes
+        assert_fast_equals_plain(max_new_tokens=40)
+    assert_fast_equals_plain(max_new_tokens=40)
     assert_fast_equals_plain(max_new_tokens=5)  # the budget ends them
     assert_fast_equals_plain(max_new_tokens=12, min_new_tokens=9)
     assert_fast_equals_plain(max_new_tokens=30, eos_token_id=[3, 7], pad_token_id=11)

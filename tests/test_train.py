@@ -1,6 +1,7 @@
 """train.py end to end, run as users run it: a subprocess on the real Seq2SeqTrainer, datasets and evaluate."""
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -247,6 +248,14 @@ def test_frozen_vision_feature_cache_gives_the_same_losses(tmp_path, clip_dir, g
     assert len(losses(tmp_path / "cached_again")) == 12
     cached_files = list((tmp_path / "cache").rglob("*.safetensors"))
     assert len(cached_files) == 24  # one entry per distinct image, reused by the second run
+
+
+def test_length_grouped_sampling_runs_on_caption_lengths(tmp_path):
+    # The Trainer's length-grouped sampler needs lengths; train.py gives it caption word counts.
+    grouped = ["--train_sampling_strategy", "group_by_length", "--max_steps", "6", "--test_splits", ""]
+    result = run_train(*TINY, *grouped, output_dir=tmp_path)
+    assert "caption lengths" in result.stderr
+    assert math.isfinite(results_of(tmp_path)["train_loss"])
 
 
 def test_wall_time_budget_stops_training_with_the_learning_rate_annealed(tmp_path):

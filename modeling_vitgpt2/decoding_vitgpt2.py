@@ -7,6 +7,7 @@ batch for a fixed token budget has static shapes, which is what CUDA graphs need
 the same modules and the same EOS, padding, `min_new_tokens` and trimming rules (tests compare the two).
 """
 
+import threading
 import weakref
 from collections import OrderedDict
 
@@ -27,6 +28,7 @@ _OUR_CACHE_IMPLEMENTATIONS = (None, "static")
 CUDA_GRAPH_CHUNK = 4  # decoding steps per graph: the batch stops within this many steps of its last EOS
 _DECODERS_PER_MODEL = 4  # each holds keys/values and graph memory for one batch shape
 _decoders: "weakref.WeakKeyDictionary[torch.nn.Module, OrderedDict]" = weakref.WeakKeyDictionary()
+_decoders_lock = threading.Lock()
 
 
 def can_decode_fast(language_model, generation_config: GenerationConfig, model_kwargs: dict, prefix_length: int):
@@ -66,16 +68,18 @@ def greedy_decode(language_model: GPT2LMHeadModel, prefix: torch.Tensor, generat
         # The graphs read weights at fixed addresses: moving or re-casting the model must make new ones.
         tuple(parameter.data_ptr() for parameter in language_model.parameters()),
     )  # fmt: skip
-    decoders = _decoders.setdefault(language_model, OrderedDict())
-    if key not in decoders:
-        decoders[key] = GreedyDecoder(
-            language_model, prefix, compute_dtype, autocast, generation_config.max_new_tokens,
-            generation_config.min_new_tokens or 0, eos, pad,
-        )  # fmt: skip
-        while len(decoders) > _DECODERS_PER_MODEL:
-            decoders.popitem(last=False)
-    decoders.move_to_end(key)
-    return decoders[key](prefix)
+    with _decoders_lock:
+        decoders = _decoders.setdefault(language_model, OrderedDict())
+        if key not in decoders:
+            decoders[key] = GreedyDecoder(
+                language_model, prefix, compute_dtype, autocast, generation_config.max_new_tokens,
+                generation_config.min_new_tokens or 0, eos, pad,
+            )  # fmt: skip
+            while len(decoders) > _DECODERS_PER_MODEL:
+                decoders.popitem(last=False)
+        decoders.move_to_end(key)
+        decoder = decoders[key]
+    return decoder(prefix)
 
 
 class _StaticKeysValues:
@@ -113,20 +117,22 @@ class GreedyDecoder:
         self.pad = torch.tensor(pad, dtype=torch.long, device=device)
         self.block_weights, self.lm_head_weight = self._matmul_weight_copies(compute_dtype if autocast else None)
         self.graphs = self._record_graphs() if device.type == "cuda" else None
+        self.lock = threading.Lock()  # the buffers are shared: a server's threads take turns
 
     def __call__(self, prefix: torch.Tensor) -> torch.Tensor:
-        self.prefix.copy_(prefix)
-        if self.graphs is None:
-            for index in range(self.max_new_tokens):
-                self._step(index)
-                if self.finished.all():
-                    break
-        else:
-            for graph in self.graphs:
-                graph.replay()
-                if self.finished.all():
-                    break
-        return self.tokens[:, : self._generated_length()].clone()
+        with self.lock:
+            self.prefix.copy_(prefix)
+            if self.graphs is None:
+                for index in range(self.max_new_tokens):
+                    self._step(index)
+                    if self.finished.all():
+                        break
+            else:
+                for graph in self.graphs:
+                    graph.replay()
+                    if self.finished.all():
+                        break
+            return self.tokens[:, : self._generated_length()].clone()
 
     def _generated_length(self) -> int:
         """Steps until every caption had its EOS (or the budget), like generate(): later columns are stale."""

@@ -2,6 +2,8 @@
 padded-to-a-multiple training steps give the plain path's losses and gradients (within bf16 tolerance); the feature
 cache, filled in data-loader workers, gives the vision tower's own features."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import datasets
 import pytest
 import torch
@@ -40,6 +42,18 @@ def test_fast_greedy_decoding_gives_transformers_tokens(tokenizer, processor, va
         decoding_vitgpt2._decoders.pop(model.language_model, None)
         model.generate(pixel_values=pixels, max_new_tokens=6, **setting)
         assert model.language_model not in decoding_vitgpt2._decoders, f"{setting} must use transformers' loop"
+
+
+def test_fast_greedy_decoding_is_safe_from_several_threads(model, processor):
+    # A server (Gradio, an endpoint) may caption from several threads at once: same shapes, shared buffers.
+    batches = [processor(images=distinct_images(16, seed=seed))["pixel_values"] for seed in range(24)]
+    expected = [model.generate(pixel_values=pixels, max_new_tokens=12, min_new_tokens=12) for pixels in batches]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(
+            pool.map(lambda p: model.generate(pixel_values=p, max_new_tokens=12, min_new_tokens=12), batches)
+        )
+    for got, want in zip(results, expected):
+        assert torch.equal(got, want)
 
 
 def loss_and_gradients(model, batch, autocast_dtype=None):

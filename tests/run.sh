@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything the tests need on a fresh machine, then runs them (extra arguments go to pytest):
 # the project's virtual environment, a second one with transformers 4.x for the compatibility test, and Debian's
-# Chromium for the demo page's browser test (installed where apt-get can; elsewhere that test is skipped, in CI it fails).
+# Chromium for the demo page's browser test (installed where apt-get can; elsewhere that test is skipped, in CI it fails),
+# and a C++ compiler, which torch.compile's CPU backend needs for the compiled-training test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
@@ -9,7 +10,10 @@ python3 -m venv .venv
 python3 -m venv .venv4
 .venv4/bin/pip install -q "torch==2.13.0" "transformers==4.57.6" pillow
 export VITGPT2_TRANSFORMERS4_PYTHON="$PWD/.venv4/bin/python"
-if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v g++ >/dev/null || missing+=(g++)
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 exec .venv/bin/python -m pytest "$@"

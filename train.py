@@ -398,9 +398,9 @@ def main():
         logger.info(f"vision features cached in {cache.directory}")
         # Filled up front, in batches, images decoded in workers: training's data-loader workers then only read.
         splits = {"train": train_dataset, **evaluation} if not data_args.streaming else evaluation
+        batch_size, workers = training_args.per_device_eval_batch_size, training_args.dataloader_num_workers
         for split, data in splits.items():
-            batch_size = training_args.per_device_eval_batch_size
-            cache.fill(data, batch_size, training_args.dataloader_num_workers, description=f"vision features: {split}")
+            cache.fill(data, batch_size, workers, description=f"vision features: {split}")
         if data_args.streaming and training_args.dataloader_num_workers:
             logger.warning("a streamed dataset's features are cached as it streams: data-loader workers turned off")
             training_args.dataloader_num_workers = 0

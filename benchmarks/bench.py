@@ -114,10 +114,6 @@ class Meter:
         return items * iterations / (time.perf_counter() - start)
 
 
-def gpu(device) -> bool:
-    return device.type == "cuda"
-
-
 def autocast(device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
@@ -227,7 +223,7 @@ def bench_ours(s, pixel_values, captions, device, meter, args) -> dict:
     results.update(measure_training("ours_frozen_cached_eager", ours, cached, device, meter, args))
     if args.compile:
         results.update(measure_training("ours_frozen_cached_compiled", ours, cached, device, meter, args, compile=True))
-    if args.compile and gpu(device):
+    if args.compile and device.type == "cuda":
         results.update(measure_training("ours_frozen_cached_compiled_cudagraphs", ours, cached, device, meter, args,
                                         compile=True, compile_mode="reduce-overhead"))  # fmt: skip
     if args.large_train_batch:
@@ -246,7 +242,7 @@ def bench_ours(s, pixel_values, captions, device, meter, args) -> dict:
     results.update(measure_captioning("ours_plain", ours, pixel_values, device, meter, args,
                                       cache_implementation="dynamic"))  # fmt: skip
     results.update(greedy_agreement(ours, pixel_values[: args.caption_batch], device))
-    if gpu(device):  # as a GPU deployment loads it: dtype=torch.bfloat16, nothing left for autocast to cast
+    if device.type == "cuda":  # as a GPU deployment loads it: dtype=torch.bfloat16, nothing left for autocast to cast
         results.update(measure_captioning("ours_bf16", ours.to(torch.bfloat16), pixel_values, device, meter, args))
     return results
 
@@ -261,7 +257,7 @@ def bench_peer(s, pixel_values, captions, device, meter, args) -> dict:
     peer.encoder.requires_grad_(True)
     results.update(measure_training("peer_full", peer, batch, device, meter, args))
     results.update(measure_captioning("peer", peer, pixel_values, device, meter, args))
-    if gpu(device):
+    if device.type == "cuda":
         results.update(measure_captioning("peer_bf16", peer.to(torch.bfloat16), pixel_values, device, meter, args))
     return results
 

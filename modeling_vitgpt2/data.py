@@ -108,8 +108,8 @@ def as_caption_list(captions) -> list[str]:
 
 
 def with_caption_lengths(dataset: datasets.Dataset) -> datasets.Dataset:
-    """Adds `length` (words in the first caption), which Trainer's `--group_by_length` sampler reads: batches of
-    captions of similar length carry less padding."""
+    """Adds `length` (words in the first caption), which the Trainer's length-grouped samplers read
+    (`--train_sampling_strategy group_by_length`): batches of captions of similar length carry less padding."""
 
     def lengths(batch):
         return {"length": [len(as_caption_list(captions)[0].split()) for captions in batch]}

@@ -29,15 +29,16 @@ CUDA_GRAPH_CHUNK = 4  # decoding steps per graph: the batch stops within this ma
 _DECODERS_PER_MODEL = 4  # each holds keys/values and graph memory for one batch shape
 _decoders: "weakref.WeakKeyDictionary[torch.nn.Module, OrderedDict]" = weakref.WeakKeyDictionary()
 _decoders_lock = threading.Lock()
+_DEFAULT_SETTINGS = GenerationConfig().to_dict()  # what "changed" is measured against, once rather than per call
 
 
 def can_decode_fast(language_model, generation_config: GenerationConfig, model_kwargs: dict, prefix_length: int):
     """Whether this call is plain greedy decoding that `greedy_decode` reproduces exactly."""
-    default = GenerationConfig().to_dict()
     changed = {
         key
         for key, value in generation_config.to_dict().items()
-        if value != default.get(key) and not (value in (None, False) and default.get(key) in (None, False))
+        if value != _DEFAULT_SETTINGS.get(key)
+        and not (value in (None, False) and _DEFAULT_SETTINGS.get(key) in (None, False))
     }
     return (
         type(language_model) is GPT2LMHeadModel

@@ -3,7 +3,7 @@
     python -m modeling_vitgpt2 export runs/default exported/ [--repo-id you/vitgpt2-shapes]
 
 The folder holds the weights (safetensors), config.json with auto_map and the image-to-text pipeline,
-generation_config.json, processor/tokenizer/image-processor files that transformers 4.57+ and 5.x read, the four
+generation_config.json, processor/tokenizer/image-processor files that transformers 4.57+ and 5.x read, the five
 remote-code modules, handler.py + requirements.txt for Inference Endpoints, example images, and README.md rendered
 from model_card.md with the run's metrics.
 """

@@ -60,6 +60,14 @@ def tiny_model(tokenizer, seed: int = 0, **config_kwargs):
     return build_scratch_model(tokenizer, **{**sizes, **config_kwargs}).eval()
 
 
+def without_dropout(model):
+    """Dropout off everywhere, so that two ways of computing the same step must agree exactly."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model
+
+
 @pytest.fixture(scope="session")
 def model(tokenizer):
     return tiny_model(tokenizer)

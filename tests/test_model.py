@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import CAPTIONS, distinct_images, tiny_model
+from conftest import CAPTIONS, distinct_images, tiny_model, without_dropout
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
 
 from modeling_vitgpt2 import VitGpt2Config, VitGpt2ForCaptioning, VitGpt2Projector
@@ -108,11 +108,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tokenizer, pro
     batch = processor(images=distinct_images(2), text=CAPTIONS[:2])
     results = []
     for checkpointing in (False, True):
-        model = tiny_model(tokenizer, seed=3, vision_feature="patch").train()
-        model.config.text_config.attn_pdrop = 0.0
-        for module in model.modules():
-            if isinstance(module, torch.nn.Dropout):
-                module.p = 0.0
+        model = without_dropout(tiny_model(tokenizer, seed=3, vision_feature="patch")).train()
         if checkpointing:
             model.gradient_checkpointing_enable()
             assert model.language_model.transformer.gradient_checkpointing

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import datasets
 import pytest
 import torch
-from conftest import CAPTIONS, distinct_images, tiny_model, train_on_pairs
+from conftest import CAPTIONS, distinct_images, tiny_model, train_on_pairs, without_dropout
 
 from modeling_vitgpt2 import decoding_vitgpt2
 from modeling_vitgpt2.feature_cache import VisionFeatureCache
@@ -67,17 +67,13 @@ def loss_and_gradients(model, batch, autocast_dtype=None):
 @pytest.fixture
 def frozen_model_and_batch(tokenizer, processor):
     """A frozen-vision model in training mode and a cached-features batch, as train.py's default path trains."""
-    model = tiny_model(tokenizer, seed=3, text_layers=2)
+    model = without_dropout(tiny_model(tokenizer, seed=3))
     model.freeze(vision_tower=True)
     model.train()
     text = processor.tokenize_captions(CAPTIONS[:4])
     pixel_values = processor(images=distinct_images(4))["pixel_values"]
     with torch.no_grad():
         features = model.get_vision_features(pixel_values)
-    model.language_model.config.resid_pdrop = 0.0
-    for module in model.modules():  # dropout off: the paths must then agree step for step
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
     return model, {"vision_features": features, **text}
 
 
@@ -96,7 +92,7 @@ def test_bf16_autocast_loss_is_the_fp32_loss_within_bf16_tolerance(frozen_model_
     torch.testing.assert_close(bf16[0], fp32[0], rtol=2e-2, atol=0)
 
 
-def test_fused_adamw_trains_like_the_for_each_one(tokenizer, processor, frozen_model_and_batch):
+def test_fused_adamw_trains_like_the_for_each_one(tokenizer, frozen_model_and_batch):
     _, batch = frozen_model_and_batch
     trained = {}
     for fused in (False, True):

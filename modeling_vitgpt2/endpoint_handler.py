@@ -46,8 +46,10 @@ class EndpointHandler:
             return {"error": "the request needs an 'inputs' field: an image (bytes, base64 or URL) or a list of them"}
         items = data["inputs"] if isinstance(data["inputs"], list) else [data["inputs"]]
         parameters = data.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            return {"error": f"'parameters' must be an object of generation settings, got {type(parameters).__name__}"}
         unknown = set(parameters) - ALLOWED_PARAMETERS
-        if not isinstance(parameters, dict) or unknown:
+        if unknown:
             return {"error": f"unsupported parameters {sorted(unknown)}; allowed: {sorted(ALLOWED_PARAMETERS)}"}
         pixel_values = []
         for index, item in enumerate(items):

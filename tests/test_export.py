@@ -139,6 +139,7 @@ def test_handler_answers_bad_requests_and_keeps_serving(exported, image_paths):
         "broken base64": ({"inputs": "@@@not-base64@@@"}, "base64"),
         "unreachable URL": ({"inputs": "http://127.0.0.1:9/nothing.png"}, "inputs[0]"),
         "bad parameter": ({"inputs": good, "parameters": {"launch_rockets": True}}, "launch_rockets"),
+        "parameters not an object": ({"inputs": good, "parameters": 5}, "parameters"),
         "second image bad": ({"inputs": [good, "@@@"]}, "inputs[1]"),
     }
     for name, (request, words) in cases.items():

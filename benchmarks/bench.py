@@ -8,18 +8,21 @@ synthetic inputs: 224 px images, 24-token captions, 20 new tokens when captionin
 
 Each side runs as its users would run it: vitgpt2 with what train.py and generate() do by default (frozen vision
 tower + feature cache, torch.compile on a GPU; greedy decoding on CUDA graphs), the peer with plain transformers.
-The vitgpt2-only rows show what each fast path adds. Prints a table (ours, peer, ratio) and then the same numbers as
+The vitgpt2-only rows show what each fast path adds, and what grouping captions of varying (COCO-like) lengths
+into batches saves. Prints a table (ours, peer, ratio) and then the same numbers as
 JSON, from one run. A measurement that fails is reported as an error and the rest still run.
 """
 
 import argparse
 import contextlib
 import json
+import os
 import platform
 import resource
 import sys
 import time
 import traceback
+from pathlib import Path
 
 import torch
 from transformers import (
@@ -30,6 +33,7 @@ from transformers import (
     ViTConfig,
     ViTModel,
 )
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from modeling_vitgpt2 import VitGpt2Config, VitGpt2ForCaptioning
 
@@ -166,6 +170,64 @@ def measure_training(name, model, batch, device, meter, args, compile=False, com
     }
 
 
+def coco_like_caption_lengths(count: int, generator: torch.Generator) -> list[int]:
+    """Caption lengths in GPT-2 tokens (EOS included) spread roughly like COCO's captions: mostly 10-16 tokens
+    around a mean of 13, with 2% long ones of 20-32 (train.py keeps at most 32). A stand-in, not read from COCO."""
+    lengths = (torch.randn(count, generator=generator) * 2.5 + 13).round().clamp(7, 32)
+    long = torch.rand(count, generator=generator) < 0.02
+    lengths[long] = torch.randint(20, 33, (int(long.sum()),), generator=generator).float()
+    return lengths.long().tolist()
+
+
+@guarded
+def measure_length_grouping(name, model, features, device, meter, args, vocab):
+    """Training on captions of varying length, batches in random order vs grouped by length as
+    `--train_sampling_strategy group_by_length` does (transformers' LengthGroupedSampler). Both time the same number
+    of batches drawn at random from one epoch's batches of that order, so neither sees only the long or short end."""
+    progress(f"training: {name}, random vs length-grouped batches")
+    batch_size = len(features)
+    generator = torch.Generator().manual_seed(0)
+    lengths = coco_like_caption_lengths(200 * batch_size, generator)  # 50-batch megabatches, as the Trainer's
+    orders = {
+        "random": torch.randperm(len(lengths), generator=generator).tolist(),
+        "grouped": get_length_grouped_indices(lengths, batch_size, generator=generator),
+    }
+    model.to(device).train()
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=1e-5, fused=True)
+    if args.compile:
+        torch.compiler.reset()
+    runner = torch.compile(model) if args.compile else model
+    multiple = 8 if args.compile else 1  # train.py pads to multiples of 8 when compiling
+    picked = torch.randperm(len(lengths) // batch_size, generator=generator)[: args.length_batches].tolist()
+    steps, results = {}, {}
+    for order_name, order in orders.items():
+        steps[order_name], real_tokens, padded_tokens = [], 0, 0
+        for index in picked:
+            batch_lengths = [lengths[i] for i in order[index * batch_size : (index + 1) * batch_size]]
+            width = -(-max(batch_lengths) // multiple) * multiple
+            mask = (torch.arange(width)[None, :] < torch.tensor(batch_lengths)[:, None]).long()
+            ids = torch.randint(0, vocab, (batch_size, width), generator=generator)
+            batch = {
+                "vision_features": features,
+                "input_ids": ids.to(device),
+                "attention_mask": mask.to(device),
+                "labels": ids.masked_fill(mask == 0, -100).to(device),
+            }
+            steps[order_name].append(training_step(runner, optimizer, device, batch))
+            real_tokens, padded_tokens = real_tokens + sum(batch_lengths), padded_tokens + width * batch_size
+        results[f"{name}_{order_name}_padding_share"] = 1 - real_tokens / padded_tokens
+    for step in steps["random"] + steps["grouped"]:  # warm-up: compiles every padded width first
+        step()
+    seconds = dict.fromkeys(orders, 0.0)
+    for pair in zip(steps["random"], steps["grouped"]):  # alternating, so a slow spell of a shared machine hits both
+        for order_name, step in zip(orders, pair):
+            seconds[order_name] += meter.seconds(step)
+    for order_name in orders:
+        results[f"{name}_{order_name}_train_samples_per_s"] = batch_size * len(picked) / seconds[order_name]
+    return results
+
+
 @guarded
 def measure_captioning(name, model, pixel_values, device, meter, args, **generate_kwargs):
     progress(f"captioning: {name}")
@@ -262,6 +324,15 @@ def bench_peer(s, pixel_values, captions, device, meter, args) -> dict:
     return results
 
 
+def bench_length_grouping(s, pixel_values, device, meter, args) -> dict:
+    """Measured last: a run cut short by a time limit has the side-by-side rows in its JSON already."""
+    ours = build_ours(s).to(device)
+    ours.freeze(vision_tower=True)
+    with torch.no_grad():
+        features = ours.get_vision_features(pixel_values[: args.train_batch])
+    return measure_length_grouping("ours_lengths", ours, features, device, meter, args, s["vocab"])
+
+
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as file:
@@ -279,7 +350,7 @@ def main():
     parser.add_argument("--caption-batch", type=int, help="captioning batch (default: 256 GPU, 32 CPU, 4 quick)")
     parser.add_argument("--iterations", type=int, help="timed iterations per measurement (default 10, quick 2)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
-    parser.add_argument("--json", help="also write the JSON to this file")
+    parser.add_argument("--json", help="also write the JSON to this file (rewritten after each part of the run)")
     parser.add_argument(
         "--compile", action=argparse.BooleanOptionalAction, default=None,
         help="also train vitgpt2 with torch.compile, as train.py does on a GPU (default: on for cuda)",
@@ -287,6 +358,11 @@ def main():
     parser.add_argument(
         "--large-train-batch", type=int, help="also train vitgpt2 (cached features) at this batch (default: 1024 GPU)"
     )
+    parser.add_argument(
+        "--length-batches", type=int,
+        help="batches of COCO-like varying caption lengths timed per order, random vs length-grouped (default 8, "
+        "quick 2; 0 skips)",
+    )  # fmt: skip
     args = parser.parse_args()
     device = torch.device(args.device)
     gpu = device.type == "cuda"
@@ -295,20 +371,15 @@ def main():
     args.train_batch = args.train_batch or (2 if args.quick else 256 if gpu else 8)
     args.caption_batch = args.caption_batch or (4 if args.quick else 256 if gpu else 32)
     args.iterations = args.iterations or (2 if args.quick else 10)
+    args.length_batches = (2 if args.quick else 8) if args.length_batches is None else args.length_batches
     torch.manual_seed(0)
     s = sizes(args.quick)
     meter = Meter(device)
 
     pixel_values = torch.randn(max(args.train_batch, args.caption_batch), 3, s["image"], s["image"], device=device)
     captions = torch.randint(0, s["vocab"], (args.train_batch, CAPTION_TOKENS), device=device)
-    results = {}
-
-    results.update(bench_ours(s, pixel_values, captions, device, meter, args))
-    results.update(bench_peer(s, pixel_values, captions, device, meter, args))
-
-    name = torch.cuda.get_device_name(device) if gpu else cpu_name()
     report = {
-        "device": name,
+        "device": torch.cuda.get_device_name(device) if gpu else cpu_name(),
         "threads": torch.get_num_threads(),
         "quick": args.quick,
         "torch": torch.__version__,
@@ -317,13 +388,22 @@ def main():
         "compiled": args.compile,
         "train_batch": args.train_batch,
         "caption_batch": args.caption_batch,
-        "results": results,
+        "results": {},
     }
+
+    def record(measured: dict) -> None:
+        report["results"].update(measured)
+        if args.json:  # after each part, so a run cut short by a time limit keeps what it measured
+            partial = Path(args.json).with_suffix(".partial")
+            partial.write_text(json.dumps(report, indent=2))
+            os.replace(partial, args.json)
+
+    record(bench_ours(s, pixel_values, captions, device, meter, args))
+    record(bench_peer(s, pixel_values, captions, device, meter, args))
+    if args.length_batches:
+        record(bench_length_grouping(s, pixel_values, device, meter, args))
     print_table(report)
     print(json.dumps(report, indent=2))
-    if args.json:
-        with open(args.json, "w") as file:
-            json.dump(report, file, indent=2)
 
 
 ROWS = [

@@ -22,6 +22,9 @@ def test_quick_benchmark_prints_a_table_and_json(tmp_path):
     for measure in ("default_train_samples_per_s", "frozen_cached_eager_train_samples_per_s", "plain_captions_per_s"):
         assert report["results"][f"ours_{measure}"] > 0
     assert report["results"]["ours_greedy_identical_fp32"] is True
+    for order in ("random", "grouped"):
+        assert report["results"][f"ours_lengths_{order}_train_samples_per_s"] > 0
+        assert 0 <= report["results"][f"ours_lengths_{order}_padding_share"] < 1
     assert not [key for key in report["results"] if key.endswith("_error")]
     assert "ours/peer" in result.stdout and report["device"] in result.stdout
     printed = json.loads(result.stdout[result.stdout.index("{") :])

@@ -150,15 +150,20 @@ def guarded(measure):
     return run
 
 
-@guarded
-def measure_training(name, model, batch, device, meter, args, compile=False, compile_mode=None):
-    progress(f"training: {name}")
+def trainer_parts(model, device, compile=False, compile_mode=None):
+    """The model to call (compiled or not) and a fresh optimizer over its trainable weights, in training mode."""
     model.to(device).train()
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=1e-5, fused=True)  # Trainer's default optimizer (adamw_torch_fused)
     if compile:
-        torch.compiler.reset()  # a fresh compile for this shape (no dynamic-shape graph left from another batch)
-    runner = torch.compile(model, mode=compile_mode) if compile else model
+        torch.compiler.reset()  # a fresh compile (no dynamic-shape graph left from another measurement)
+    return (torch.compile(model, mode=compile_mode) if compile else model), optimizer
+
+
+@guarded
+def measure_training(name, model, batch, device, meter, args, compile=False, compile_mode=None):
+    progress(f"training: {name}")
+    runner, optimizer = trainer_parts(model, device, compile, compile_mode)
     step = training_step(runner, optimizer, device, batch)
     meter.reset_peak()
     first_call = meter.seconds(step)  # includes compilation when compiled
@@ -192,12 +197,7 @@ def measure_length_grouping(name, model, features, device, meter, args, vocab):
         "random": torch.randperm(len(lengths), generator=generator).tolist(),
         "grouped": get_length_grouped_indices(lengths, batch_size, generator=generator),
     }
-    model.to(device).train()
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=1e-5, fused=True)
-    if args.compile:
-        torch.compiler.reset()
-    runner = torch.compile(model) if args.compile else model
+    runner, optimizer = trainer_parts(model, device, args.compile)
     multiple = 8 if args.compile else 1  # train.py pads to multiples of 8 when compiling
     picked = torch.randperm(len(lengths) // batch_size, generator=generator)[: args.length_batches].tolist()
     steps, results = {}, {}

@@ -1,4 +1,4 @@
-"""Command line: `python -m modeling_vitgpt2 caption IMAGE [IMAGE ...] --model DIR_OR_HUB_ID`."""
+"""Command line: `python -m modeling_vitgpt2 caption IMAGE [IMAGE ...] --model DIR_OR_HUB_ID [--prompt TEXT]`."""
 
 import argparse
 import json
@@ -27,7 +27,8 @@ def caption_command(args) -> int:
     batches = range(0, len(loaded), args.batch_size)
     for start in tqdm(batches, desc="captioning", unit="batch", disable=len(batches) < 2, file=sys.stderr):
         batch = loaded[start : start + args.batch_size]
-        inputs = processor(images=[image for _, image in batch], return_tensors="pt")
+        images = [image for _, image in batch]
+        inputs = processor(images=images, text=[args.prompt] * len(images) if args.prompt else None)
         with torch.inference_mode():
             ids = model.generate(**inputs, **generate_kwargs)
         for (path, _), caption in zip(batch, processor.batch_decode(ids)):
@@ -57,12 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
     caption = commands.add_parser(
         "caption",
         help="caption image files",
-        description="Prints one line per image, 'PATH<TAB>caption'. Images that cannot be read are reported on "
-        "stderr and the others are still captioned; the exit status is 1 if any image failed.",
+        description="Prints one line per image, 'PATH<TAB>caption' (or the answer to --prompt). Images that cannot "
+        "be read are reported on stderr and the others are still captioned; the exit status is 1 if any image failed.",
     )
     caption.add_argument("images", nargs="+", metavar="IMAGE", help="image files (any format PIL reads) or URLs")
     caption.add_argument(
         "--model", required=True, help="a saved model folder (e.g. runs/default) or a Hub id (e.g. user/vitgpt2-coco)"
+    )
+    caption.add_argument(
+        "--prompt",
+        help="ask the same of every image, e.g. 'Question: how many red circles are there? Answer:' (the model "
+        "writes what follows; without it the model captions)",
     )
     caption.add_argument("--json", action="store_true", help="print a JSON list of {image, caption | error}")
     caption.add_argument("--max-new-tokens", type=int, default=32, help="longest caption, in tokens (default 32)")

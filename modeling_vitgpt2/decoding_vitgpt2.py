@@ -1,5 +1,6 @@
 """Greedy captioning without per-token overhead: GPT-2's own blocks over preallocated keys and values, and on a GPU
-the decoding steps recorded once as CUDA graphs and replayed.
+the decoding steps recorded once as CUDA graphs and replayed. Prompts of different lengths in one batch arrive
+left-padded: an attention mask hides the padding and position ids skip it, as in transformers' own loop.
 
 A caption is ~20 tokens from a one-token prefix, so `generate()`'s per-token work (logits processors, stopping
 criteria, cache bookkeeping, hundreds of kernel launches) costs more than the arithmetic. Greedy decoding of a fixed
@@ -7,6 +8,7 @@ batch for a fixed token budget has static shapes, which is what CUDA graphs need
 the same modules and the same EOS, padding, `min_new_tokens` and trimming rules (tests compare the two).
 """
 
+import inspect
 import threading
 import weakref
 from collections import OrderedDict
@@ -14,6 +16,7 @@ from collections import OrderedDict
 import torch
 from torch.func import functional_call
 from transformers import GenerationConfig, GPT2LMHeadModel
+from transformers.models.gpt2.modeling_gpt2 import GPT2Block
 from transformers.pytorch_utils import Conv1D
 
 # Generation settings that leave greedy tokens alone. Anything else set (beams, sampling, repetition penalties, scores,
@@ -29,10 +32,12 @@ CUDA_GRAPH_CHUNK = 4  # decoding steps per graph: the batch stops within this ma
 _DECODERS_PER_MODEL = 4  # each holds keys/values and graph memory for one batch shape
 _decoders: "weakref.WeakKeyDictionary[torch.nn.Module, OrderedDict]" = weakref.WeakKeyDictionary()
 _decoders_lock = threading.Lock()
+# transformers 5.24 renamed the blocks' `past_key_values` argument to `cache` (the old name warns until 5.40).
+_CACHE_ARGUMENT = "cache" if "cache" in inspect.signature(GPT2Block.forward).parameters else "past_key_values"
 _DEFAULT_SETTINGS = GenerationConfig().to_dict()  # what "changed" is measured against, once rather than per call
 
 
-def can_decode_fast(language_model, generation_config: GenerationConfig, model_kwargs: dict, prefix_length: int):
+def can_decode_fast(language_model, generation_config: GenerationConfig, model_kwargs: dict, context_length: int):
     """Whether this call is plain greedy decoding that `greedy_decode` reproduces exactly."""
     changed = {
         key
@@ -48,22 +53,26 @@ def can_decode_fast(language_model, generation_config: GenerationConfig, model_k
         and generation_config.use_cache is not False  # use_cache=False asks for transformers' uncached loop
         and generation_config.cache_implementation in _OUR_CACHE_IMPLEMENTATIONS
         and generation_config.max_new_tokens is not None
-        and prefix_length + generation_config.max_new_tokens <= language_model.config.n_positions
+        and context_length + generation_config.max_new_tokens <= language_model.config.n_positions
         and changed <= _GREEDY_SAFE_SETTINGS  # so no beams, sampling or extra sequences either
     )
 
 
-def greedy_decode(language_model: GPT2LMHeadModel, prefix: torch.Tensor, generation_config: GenerationConfig):
-    """Caption token ids (batch, new tokens) after `prefix` embeddings, as greedy `generate()` returns them."""
+def greedy_decode(
+    language_model: GPT2LMHeadModel, context: torch.Tensor, mask: torch.Tensor, generation_config: GenerationConfig
+):
+    """New token ids (batch, new tokens) after the `context` embeddings (image prefix and prompt) whose padding
+    `mask` marks with 0, as greedy `generate()` returns them."""
     eos = generation_config.eos_token_id
     eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
     pad = generation_config.pad_token_id
     pad = pad if pad is not None else eos[0] if eos else 0
-    device_type = prefix.device.type
+    device_type = context.device.type
     autocast = torch.is_autocast_enabled(device_type)
     compute_dtype = torch.get_autocast_dtype(device_type) if autocast else language_model.dtype
     key = (
-        tuple(prefix.shape), prefix.dtype, prefix.device, compute_dtype, autocast, tuple(eos), pad,
+        tuple(context.shape), context.dtype, context.device, compute_dtype, autocast, tuple(eos), pad,
+        not bool(mask.all()),  # padded prompts need a mask at every step; the rest keep the causal kernel
         torch.is_inference_mode_enabled(),  # buffers made in inference mode cannot be written outside it
         generation_config.max_new_tokens, generation_config.min_new_tokens or 0,
         # The graphs read weights at fixed addresses: moving or re-casting the model must make new ones.
@@ -73,14 +82,14 @@ def greedy_decode(language_model: GPT2LMHeadModel, prefix: torch.Tensor, generat
         decoders = _decoders.setdefault(language_model, OrderedDict())
         if key not in decoders:
             decoders[key] = GreedyDecoder(
-                language_model, prefix, compute_dtype, autocast, generation_config.max_new_tokens,
-                generation_config.min_new_tokens or 0, eos, pad,
+                language_model, context, not bool(mask.all()), compute_dtype, autocast,
+                generation_config.max_new_tokens, generation_config.min_new_tokens or 0, eos, pad,
             )  # fmt: skip
             while len(decoders) > _DECODERS_PER_MODEL:
                 decoders.popitem(last=False)
         decoders.move_to_end(key)
         decoder = decoders[key]
-    return decoder(prefix)
+    return decoder(context, mask)
 
 
 class _StaticKeysValues:
@@ -102,16 +111,25 @@ class _StaticKeysValues:
 class GreedyDecoder:
     """Greedy decoding for one batch shape and token budget; buffers are allocated once and reused by every call."""
 
-    def __init__(self, language_model, prefix, compute_dtype, autocast, max_new_tokens, min_new_tokens, eos, pad):
-        batch, self.prefix_length, _ = prefix.shape
-        device = prefix.device
+    def __init__(
+        self, language_model, context, padded, compute_dtype, autocast, max_new_tokens, min_new_tokens, eos, pad
+    ):
+        batch, self.context_length, _ = context.shape
+        device = context.device
         self.language_model = language_model
         self.max_new_tokens, self.min_new_tokens = max_new_tokens, min_new_tokens
         self.autocast = (device.type, compute_dtype, autocast)
         self.cache = _StaticKeysValues(
-            language_model.config, batch, self.prefix_length + max_new_tokens, compute_dtype, device
+            language_model.config, batch, self.context_length + max_new_tokens, compute_dtype, device
         )
-        self.prefix = torch.zeros_like(prefix)
+        self.context = torch.zeros_like(context)
+        # With padding: which keys are real (context, then every new token) and each row's next position.
+        self.padded = padded
+        self.real_keys = torch.ones(batch, self.context_length + max_new_tokens, dtype=torch.bool, device=device)
+        self.context_positions = torch.zeros(batch, self.context_length, dtype=torch.long, device=device)
+        self.context_lengths = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        causal = torch.ones(self.context_length, self.context_length, dtype=torch.bool, device=device).tril()
+        self.causal, self.diagonal = causal, torch.eye(self.context_length, dtype=torch.bool, device=device)
         self.tokens = torch.full((batch, max_new_tokens), pad, dtype=torch.long, device=device)
         self.finished = torch.zeros(batch, dtype=torch.bool, device=device)
         self.eos = torch.tensor(eos, dtype=torch.long, device=device)
@@ -120,9 +138,13 @@ class GreedyDecoder:
         self.graphs = self._record_graphs() if device.type == "cuda" else None
         self.lock = threading.Lock()  # the buffers are shared: a server's threads take turns
 
-    def __call__(self, prefix: torch.Tensor) -> torch.Tensor:
+    def __call__(self, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         with self.lock:
-            self.prefix.copy_(prefix)
+            self.context.copy_(context)
+            if self.padded:
+                self.real_keys[:, : self.context_length].copy_(mask.bool())
+                self.context_positions.copy_((mask.long().cumsum(-1) - 1).clamp(min=0))
+                self.context_lengths.copy_(mask.long().sum(-1, keepdim=True))
             if self.graphs is None:
                 for index in range(self.max_new_tokens):
                     self._step(index)
@@ -171,13 +193,23 @@ class GreedyDecoder:
         if index == 0:
             self._refresh_weight_copies()  # inside the first graph: weights trained since the last call count
             self.finished.zero_()
-            hidden, start = self.prefix, 0
+            hidden, start = self.context, 0
         else:
-            hidden, start = transformer.wte(self.tokens[:, index - 1 : index]), self.prefix_length + index - 1
-        hidden = hidden + transformer.wpe.weight[start : start + hidden.shape[1]]
+            hidden, start = transformer.wte(self.tokens[:, index - 1 : index]), self.context_length + index - 1
+        attention_mask = None  # unpadded: the causal kernel, exactly as transformers runs it
+        if not self.padded:
+            hidden = hidden + transformer.wpe.weight[start : start + hidden.shape[1]]
+        elif index == 0:
+            hidden = hidden + transformer.wpe(self.context_positions)
+            # A padding row attends to itself only, so that no row is all masked (which would give NaNs).
+            keys = self.real_keys[:, None, None, : self.context_length]
+            attention_mask = (self.causal & keys) | self.diagonal
+        else:
+            hidden = hidden + transformer.wpe(self.context_lengths + index - 1)
+            attention_mask = self.real_keys[:, None, None, : start + 1]
         self.cache.position = start
         for block, weights in zip(transformer.h, self.block_weights):
-            arguments, keywords = (hidden,), {"past_key_values": self.cache}
+            arguments, keywords = (hidden,), {_CACHE_ARGUMENT: self.cache, "attention_mask": attention_mask}
             hidden = functional_call(block, weights, arguments, keywords) if weights else block(*arguments, **keywords)
             hidden = hidden[0] if isinstance(hidden, tuple) else hidden  # transformers 4 blocks return a tuple
         hidden = transformer.ln_f(hidden[:, -1])

@@ -3,6 +3,7 @@
     handler = EndpointHandler(path)
     handler({"inputs": <image>, "parameters": {"max_new_tokens": 20, "num_beams": 3}})
     # -> [{"generated_text": "..."}]
+    handler({"inputs": <image>, "parameters": {"prompt": "Question: what colour is the square? Answer:"}})
 
 An image is raw bytes, a base64 string (optionally a data: URL) or an http(s) URL; `inputs` may be a list of them.
 A bad request gets `{"error": "..."}` naming the problem, and the handler keeps serving.
@@ -48,9 +49,13 @@ class EndpointHandler:
         parameters = data.get("parameters") or {}
         if not isinstance(parameters, dict):
             return {"error": f"'parameters' must be an object of generation settings, got {type(parameters).__name__}"}
+        prompt = parameters.pop("prompt", None) if "prompt" in parameters else None
+        if prompt is not None and not isinstance(prompt, str):
+            return {"error": f"'prompt' must be a string, got {type(prompt).__name__}"}
         unknown = set(parameters) - ALLOWED_PARAMETERS
         if unknown:
-            return {"error": f"unsupported parameters {sorted(unknown)}; allowed: {sorted(ALLOWED_PARAMETERS)}"}
+            allowed = sorted(ALLOWED_PARAMETERS | {"prompt"})
+            return {"error": f"unsupported parameters {sorted(unknown)}; allowed: {allowed}"}
         pixel_values = []
         for index, item in enumerate(items):
             try:
@@ -59,6 +64,7 @@ class EndpointHandler:
             except (ValueError, OSError) as error:  # the processor's ImageLoadError is a ValueError
                 message = str(error)
                 return {"error": message if message.startswith("inputs[") else f"inputs[{index}]: {message}"}
+        prompts = self.processor(text=[prompt] * len(pixel_values)) if prompt else {}
         with torch.inference_mode():
-            ids = self.model.generate(pixel_values=torch.cat(pixel_values), **parameters)
+            ids = self.model.generate(pixel_values=torch.cat(pixel_values), **prompts, **parameters)
         return [{"generated_text": text} for text in self.processor.batch_decode(ids, skip_special_tokens=True)]

@@ -1,6 +1,13 @@
-"""The captioner: vision tower → projection MLP → prefix tokens in front of GPT-2."""
+"""The model: vision tower → projection MLP → image prefix tokens, then an optional text prompt, then GPT-2 writes.
+
+GPT-2 reads [image prefix, prompt, target]: the prompt (a question, a task prompt, or nothing for a caption) is
+`input_ids`; the target (caption or answer) is `labels` only, as in encoder-decoder models, so the loss covers the
+target and `generate(**batch)` — what Seq2SeqTrainer calls with the whole batch — continues the prompt without ever
+seeing the target.
+"""
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -13,14 +20,14 @@ from transformers import (
     SiglipVisionModel,
     ViTModel,
 )
-from transformers.modeling_outputs import CausalLMOutputWithCrossAttentions
+from transformers.modeling_outputs import BaseModelOutputWithPooling, CausalLMOutputWithCrossAttentions
 
 from .configuration_vitgpt2 import VitGpt2Config
 from .decoding_vitgpt2 import can_decode_fast, greedy_decode
 from .pipeline_vitgpt2 import TASK, VitGpt2CaptioningPipeline
 
-# Keys Seq2SeqTrainer (and users copying a training batch) pass to generate() that describe the gold caption.
-_GOLD_CAPTION_KEYS = ("input_ids", "attention_mask", "labels", "decoder_input_ids", "decoder_attention_mask")
+# Keys Seq2SeqTrainer (and users copying a training batch) pass to generate() that describe the target: never read.
+_TARGET_KEYS = ("labels", "target_input_ids", "decoder_input_ids", "decoder_attention_mask")
 DEFAULT_MAX_NEW_TOKENS = 32
 
 
@@ -64,9 +71,18 @@ class VitGpt2Projector(nn.Module):
         return self.linear_2(self.act(self.linear_1(features)))
 
 
+@dataclass
+class VitGpt2CausalLMOutput(CausalLMOutputWithCrossAttentions):
+    """GPT-2's output over [image prefix, prompt, target], and `image_outputs`: the vision tower's output with the
+    projected image features as `pooler_output` (None when the model was given cached vision features)."""
+
+    image_outputs: BaseModelOutputWithPooling | None = None
+
+
 class VitGpt2PreTrainedModel(PreTrainedModel):
     config_class = VitGpt2Config
-    base_model_prefix = "model"
+    # The head model keeps GPT-2 whole (its LM head included) under `language_model`: a GPT-2 state dict loads there.
+    base_model_prefix = "language_model"
     main_input_name = "pixel_values"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
@@ -77,8 +93,15 @@ class VitGpt2PreTrainedModel(PreTrainedModel):
     _supports_cache_class = True
 
 
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.LongTensor:
+    """Position ids that skip padding (0 on padded positions), as transformers' generate() derives them: a padded
+    prompt then sits at the same positions as the same prompt alone."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
-    """Captions an image: `generate(pixel_values)` returns caption token ids only (no prefix, no prompt)."""
+    """Captions an image, or answers a prompt about it: `generate(pixel_values, input_ids=prompt)` returns the new
+    tokens only (no image prefix, no prompt)."""
 
     def __init__(self, config: VitGpt2Config):
         super().__init__(config)
@@ -133,6 +156,17 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
     def get_output_embeddings(self):
         return self.language_model.get_output_embeddings()
 
+    def set_output_embeddings(self, new_embeddings):
+        self.language_model.set_output_embeddings(new_embeddings)
+
+    def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
+        """GPT-2 resizes (and re-ties, or not, as its config says) its own embeddings and LM head; the vocabulary
+        size is then recorded in both configs, so the model saves and reloads at its new size."""
+        embeddings = self.language_model.resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        self.config.text_config.vocab_size = self.language_model.config.vocab_size
+        self.vocab_size = self.language_model.config.vocab_size
+        return embeddings
+
     def freeze(self, vision_tower: bool = True, language_model: bool = False) -> None:
         """Stops gradients to the vision tower and/or GPT-2; the projection always trains."""
         for module, frozen in ((self.vision_tower, vision_tower), (self.language_model, language_model)):
@@ -149,21 +183,22 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
 
     def get_vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The vision tower's output the projection reads: (batch, features) pooled or (batch, patches, features)."""
-        config = self.config
         pixel_values = pixel_values.to(device=self.device, dtype=self.vision_tower.dtype)
-        model_type = config.vision_config.model_type
+        output = self.vision_tower(pixel_values, output_hidden_states=self.config.vision_feature == "patch")
+        return self._select_features(output)
+
+    def _select_features(self, output) -> torch.Tensor:
+        config, model_type = self.config, self.config.vision_config.model_type
         if config.vision_feature == "patch":
-            hidden = self.vision_tower(pixel_values, output_hidden_states=True).hidden_states
-            patches = hidden[config.vision_feature_layer]
+            patches = output.hidden_states[config.vision_feature_layer]
             return patches if model_type == "siglip_vision_model" else patches[:, 1:]  # drop [CLS]
-        output = self.vision_tower(pixel_values)
         if model_type == "clip_vision_model":
             return output.image_embeds
         if model_type == "vit":
             return output.last_hidden_state[:, 0]
         return output.pooler_output
 
-    def get_image_features(self, pixel_values=None, vision_features=None) -> torch.Tensor:
+    def get_image_prefix(self, pixel_values=None, vision_features=None) -> torch.Tensor:
         """Prefix embeddings (batch, prefix tokens, GPT-2 width) from pixels or from precomputed vision features."""
         if vision_features is None:
             if pixel_values is None:
@@ -175,57 +210,168 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
         prefix = prefix.view(batch_size, -1, self.config.text_config.n_embd)
         return prefix.to(self.language_model.dtype)
 
+    def get_image_features(
+        self, pixel_values: torch.Tensor, output_hidden_states=None, output_attentions=None, return_dict=None, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        """As transformers 5's VLMs: the vision tower's output, with `pooler_output` set to the projected image
+        features GPT-2 reads, (batch, prefix tokens, GPT-2 width). Hidden states and attentions are returned when
+        asked for (arguments, or the vision config's `output_hidden_states` / `output_attentions`)."""
+        vision_config = self.config.vision_config
+        if output_hidden_states is None:
+            output_hidden_states = getattr(vision_config, "output_hidden_states", False)
+        if output_attentions is None:
+            output_attentions = getattr(vision_config, "output_attentions", False)
+        pixel_values = pixel_values.to(device=self.device, dtype=self.vision_tower.dtype)
+        output = self.vision_tower(
+            pixel_values,
+            output_hidden_states=output_hidden_states or self.config.vision_feature == "patch",
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+        prefix = self.get_image_prefix(vision_features=self._select_features(output))
+        features = BaseModelOutputWithPooling(
+            last_hidden_state=output.last_hidden_state,
+            pooler_output=prefix,
+            hidden_states=output.hidden_states if output_hidden_states else None,
+            attentions=output.attentions if output_attentions else None,
+        )
+        return (
+            features if (return_dict if return_dict is not None else self.config.return_dict) else features.to_tuple()
+        )
+
+    def _with_prompt(self, prefix, input_ids=None, attention_mask=None, inputs_embeds=None):
+        """[image prefix, prompt] embeddings and their attention mask; a prompt of no tokens leaves the prefix alone."""
+        if input_ids is not None and inputs_embeds is not None:
+            raise ValueError("pass the prompt as input_ids or as inputs_embeds, not both")
+        mask = torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device)
+        if inputs_embeds is None and input_ids is not None:
+            inputs_embeds = self.get_input_embeddings()(input_ids.to(prefix.device))
+        if inputs_embeds is None or inputs_embeds.shape[1] == 0:
+            return prefix, mask
+        if inputs_embeds.shape[0] != prefix.shape[0]:
+            raise ValueError(
+                f"{inputs_embeds.shape[0]} prompts for {prefix.shape[0]} images: give one prompt per image"
+            )
+        room = self.config.text_config.n_positions - prefix.shape[1]
+        prompt_length = inputs_embeds.shape[1] if attention_mask is None else int(attention_mask.sum(-1).max())
+        if prompt_length >= room:
+            raise ValueError(
+                f"prompt of {prompt_length} tokens is too long: GPT-2 has {self.config.text_config.n_positions} "
+                f"positions, the image takes {prefix.shape[1]}, so a prompt may have at most {room - 1} tokens "
+                "(leaving one for the answer)"
+            )
+        if attention_mask is None:
+            attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=prefix.device)
+        embeds = torch.cat([prefix, inputs_embeds.to(device=prefix.device, dtype=prefix.dtype)], dim=1)
+        mask = torch.cat([mask, attention_mask.to(device=prefix.device, dtype=mask.dtype)], dim=1)
+        if not mask.all():
+            # Padding goes first, before the image: the last position must be a real token (the prompt's end, or
+            # the image's for an empty prompt), since it predicts the first new one. Right-padded prompts work too.
+            order = torch.argsort(mask, dim=1, stable=True)
+            embeds = embeds.gather(1, order[..., None].expand_as(embeds))
+            mask = mask.gather(1, order)
+        return embeds, mask
+
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
         vision_features: torch.Tensor | None = None,
+        target_input_ids: torch.LongTensor | None = None,
+        return_dict: bool | None = None,
         **kwargs,
-    ) -> CausalLMOutputWithCrossAttentions:
-        """Logits over [prefix, caption]; the loss covers caption tokens whose label is not -100."""
-        prefix = self.get_image_features(pixel_values, vision_features)
-        batch_size, prefix_length = prefix.shape[:2]
-        prefix_mask = torch.ones(batch_size, prefix_length, dtype=torch.long, device=prefix.device)
-        inputs_embeds, mask = prefix, prefix_mask
-        if input_ids is not None:
-            if attention_mask is None:
-                attention_mask = torch.ones_like(input_ids)
-            inputs_embeds = torch.cat([prefix, self.get_input_embeddings()(input_ids)], dim=1)
-            mask = torch.cat([prefix_mask, attention_mask.to(prefix_mask.dtype)], dim=1)
+    ) -> VitGpt2CausalLMOutput:
+        """Logits over [image prefix, prompt, target].
+
+        Args:
+            input_ids / inputs_embeds, attention_mask: the prompt (left-padded in a batch); none for captioning.
+            labels: the target (caption or answer, EOS included), -100 after its end. The loss covers these only.
+            target_input_ids: what GPT-2 reads in the target's place while training (e.g. with some tokens replaced
+                by noise); by default the target itself.
+            position_ids: over the whole sequence; by default counted over the attention mask, skipping padding.
+        """
+        if kwargs.get("past_key_values") is not None or kwargs.get("cache") is not None:
+            raise ValueError("forward() reads the image every call and takes no cache; generate() keeps one itself")
+        image_outputs = None
+        if vision_features is None:
+            if pixel_values is None:
+                raise ValueError("pass pixel_values (images) or vision_features (cached vision tower output)")
+            image_outputs = self.get_image_features(pixel_values, return_dict=True)
+            prefix = image_outputs.pooler_output
+        else:
+            prefix = self.get_image_prefix(vision_features=vision_features)
+        embeds, mask = self._with_prompt(prefix, input_ids, attention_mask, inputs_embeds)
         if labels is not None:
-            ignore = torch.full((batch_size, prefix_length), -100, dtype=labels.dtype, device=labels.device)
+            labels = labels.to(prefix.device)
+            in_target = labels != -100
+            if target_input_ids is None:
+                target_input_ids = labels.masked_fill(~in_target, self.config.pad_token_id)
+            target = self.get_input_embeddings()(target_input_ids.to(prefix.device))
+            ignore = torch.full(embeds.shape[:2], -100, dtype=labels.dtype, device=labels.device)
+            embeds = torch.cat([embeds, target], dim=1)
+            mask = torch.cat([mask, in_target.to(mask.dtype)], dim=1)
             labels = torch.cat([ignore, labels], dim=1)
-        return self.language_model(inputs_embeds=inputs_embeds, attention_mask=mask, labels=labels, **kwargs)
+        if position_ids is None:
+            position_ids = positions_from_mask(mask)
+        output = self.language_model(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, labels=labels, return_dict=True,
+            **kwargs,
+        )  # fmt: skip
+        output = VitGpt2CausalLMOutput(**output, image_outputs=image_outputs)
+        return output if (return_dict if return_dict is not None else self.config.return_dict) else output.to_tuple()
 
     @torch.no_grad()
-    def generate(self, pixel_values=None, vision_features=None, generation_config=None, **kwargs):
-        """Caption token ids for each image: greedy, beam search or sampling, as `generation_config`/kwargs say.
+    def generate(
+        self,
+        pixel_values=None,
+        input_ids=None,
+        attention_mask=None,
+        inputs_embeds=None,
+        vision_features=None,
+        generation_config=None,
+        **kwargs,
+    ):
+        """New token ids after [image, prompt]: a caption without a prompt, the answer with one. Greedy, beam search or
+        sampling, as `generation_config`/kwargs say; batches of prompts are left-padded (the processor does so).
 
-        The caption comes from the image alone: a gold caption passed in (as Seq2SeqTrainer does) is ignored.
-        `max_length`, like `max_new_tokens`, counts caption tokens only. Plain greedy decoding runs on preallocated
-        keys/values and, on a GPU, replays CUDA graphs (`decoding_vitgpt2.py`); the tokens are the same as
-        transformers' loop, which `cache_implementation="dynamic"` asks for and every other setting gets.
+        The target a training batch carries (`labels`, as Seq2SeqTrainer passes) is never read. `max_length`, like
+        `max_new_tokens`, counts new tokens only. Plain greedy decoding runs on preallocated keys/values and, on a
+        GPU, replays CUDA graphs (`decoding_vitgpt2.py`); the tokens are the same as transformers' loop, which
+        `cache_implementation="dynamic"` asks for and every other setting gets.
         """
-        for key in _GOLD_CAPTION_KEYS:
+        for key in _TARGET_KEYS:
             kwargs.pop(key, None)
+        for key in ("past_key_values", "cache"):
+            if kwargs.get(key) is not None:
+                raise ValueError(
+                    f"generate() got {key}: vitgpt2 starts every call from the image (and prompt) and keeps its own "
+                    "cache; pass pixel_values and the prompt's input_ids instead"
+                )
+        if pixel_values is None and vision_features is None:
+            raise ValueError("generate() needs the image: pass pixel_values (or vision_features), and input_ids or "
+                             "inputs_embeds for a prompt")  # fmt: skip
         if "max_length" in kwargs and "max_new_tokens" not in kwargs:
-            # As for encoder-decoder captioners, max_length counts caption tokens: the image prefix is not text.
+            # As for encoder-decoder captioners, max_length counts generated tokens: the image and prompt are input.
             kwargs["max_new_tokens"] = kwargs.pop("max_length")
         generation_config = copy.deepcopy(
             generation_config if generation_config is not None else self.generation_config
         )
         model_kwargs = generation_config.update(**kwargs)  # returns the kwargs that are not generation settings
-        if generation_config.max_new_tokens is not None:
-            generation_config.max_length = None  # max_new_tokens wins anyway; this avoids a spurious clash warning
-        prefix = self.get_image_features(pixel_values, vision_features)
+        prefix = self.get_image_prefix(pixel_values, vision_features)
+        embeds, mask = self._with_prompt(prefix, input_ids, attention_mask, inputs_embeds)
+        room = self.config.text_config.n_positions - embeds.shape[1]
+        if generation_config.max_new_tokens is None or generation_config.max_new_tokens > room:
+            generation_config.max_new_tokens = room  # GPT-2 has no positions beyond; the text ends there
+        generation_config.max_length = None  # max_new_tokens wins anyway; this avoids a spurious clash warning
         # Seq2SeqTrainer always passes synced_gpus; only True (ranks step together, ZeRO-3) needs transformers' loop.
         if not model_kwargs.get("synced_gpus"):
             model_kwargs.pop("synced_gpus", None)
-            if can_decode_fast(self.language_model, generation_config, model_kwargs, prefix.shape[1]):
-                return greedy_decode(self.language_model, prefix, generation_config)
-        mask = torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device)
+            if can_decode_fast(self.language_model, generation_config, model_kwargs, embeds.shape[1]):
+                return greedy_decode(self.language_model, embeds, mask, generation_config)
         return self.language_model.generate(
-            inputs_embeds=prefix, attention_mask=mask, generation_config=generation_config, **model_kwargs
+            inputs_embeds=embeds, attention_mask=mask, generation_config=generation_config, **model_kwargs
         )

@@ -1,14 +1,15 @@
-"""Processor: image processor (pixels) + GPT-2 tokenizer (captions), and robust image loading."""
+"""Processor: image processor (pixels) + GPT-2 tokenizer (prompts and targets), and robust image loading."""
 
 import io
 import json
 import os
+import urllib.error
+import urllib.request
 
 import numpy as np
 import transformers
 from PIL import Image, UnidentifiedImageError
 from transformers import AutoImageProcessor, AutoTokenizer, BatchFeature, ProcessorMixin
-from transformers.image_utils import load_image as load_image_from_url
 
 
 class ImageLoadError(ValueError):
@@ -38,6 +39,22 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _download(url: str, name: str, timeout: float = 30.0) -> bytes:
+    """The bytes at `url`; a failed request raises ImageLoadError with its HTTP status or network error."""
+    request = urllib.request.Request(url, headers={"User-Agent": "vitgpt2"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            data = response.read()
+    except urllib.error.HTTPError as error:
+        raise ImageLoadError(f"{name}: could not download (HTTP {error.code} {error.reason})") from error
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise ImageLoadError(f"{name}: could not download ({type(error).__name__}: {reason})") from error
+    if not data:
+        raise ImageLoadError(f"{name}: the server sent an empty response")
+    return data
+
+
 def load_image(source, max_side: int = 2048) -> Image.Image:
     """An RGB PIL image from a PIL image, numpy array, encoded bytes, local path, http(s) URL, or a `datasets`
     undecoded image (`{"bytes": ..., "path": ...}`).
@@ -60,10 +77,7 @@ def load_image(source, max_side: int = 2048) -> Image.Image:
         elif isinstance(source, (str, os.PathLike)):
             path = os.fspath(source)
             if path.startswith(("http://", "https://")):
-                try:
-                    image = load_image_from_url(path)
-                except Exception as error:  # each HTTP client has its own error types; all mean "not fetched"
-                    raise ImageLoadError(f"{name}: could not download ({type(error).__name__}: {error})") from error
+                image = Image.open(io.BytesIO(_download(path, name)))
             elif not os.path.isfile(path):
                 raise ImageLoadError(f"{name}: no such file")
             elif os.path.getsize(path) == 0:
@@ -88,10 +102,14 @@ def load_image(source, max_side: int = 2048) -> Image.Image:
 
 
 class VitGpt2Processor(ProcessorMixin):
-    """`processor(images=..., text=...)` → `pixel_values` (+ `input_ids`, `attention_mask`, `labels` with text).
+    """`processor(images=..., text=prompt, text_target=caption)` → model inputs.
 
-    Every caption ends with EOS, so the model learns where to stop; padding is EOS too (GPT-2 has no pad token)
-    but padded positions get label -100 and are never learned.
+    - `images` → `pixel_values`.
+    - `text` → the prompt, `input_ids` + `attention_mask`: a question or a task prompt, or none (or "") to caption.
+      A batch of prompts is padded on the left, so that every answer starts right after its prompt.
+    - `text_target` → `labels`: the caption or answer, ending with EOS so the model learns where to stop; padded
+      positions are -100 and never learned. The model reads the target after the prompt while training; `generate`
+      never reads it.
     """
 
     if int(transformers.__version__.split(".")[0]) < 5:  # 4.x finds sub-processors through these (5.x: __init__)
@@ -102,7 +120,7 @@ class VitGpt2Processor(ProcessorMixin):
     def __init__(self, image_processor=None, tokenizer=None, **kwargs):
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        tokenizer.padding_side = "right"
+        tokenizer.padding_side = "left"  # prompts; targets are padded on the right by tokenize_targets
         super().__init__(image_processor, tokenizer, **kwargs)
 
     @classmethod
@@ -112,9 +130,11 @@ class VitGpt2Processor(ProcessorMixin):
         tokenizer = AutoTokenizer.from_pretrained(text_model_name_or_path, **kwargs)
         return cls(image_processor=image_processor, tokenizer=tokenizer)
 
-    def __call__(self, images=None, text=None, max_length: int | None = None, return_tensors="pt", **kwargs):
-        if images is None and text is None:
-            raise ValueError("pass images=..., text=... or both")
+    def __call__(
+        self, images=None, text=None, text_target=None, max_length: int | None = None, return_tensors="pt", **kwargs
+    ):
+        if images is None and text is None and text_target is None:
+            raise ValueError("pass images=..., text=... (a prompt), text_target=... (a caption or answer), or several")
         data = {}
         if images is not None:
             images = [load_image(image) for image in (images if isinstance(images, (list, tuple)) else [images])]
@@ -123,27 +143,45 @@ class VitGpt2Processor(ProcessorMixin):
             )
             data["pixel_values"] = pixels["pixel_values"]
         if text is not None:
-            data.update(self.tokenize_captions(text, max_length=max_length, return_tensors=return_tensors))
+            data.update(self.tokenize_prompts(text, return_tensors=return_tensors))
+        if text_target is not None:
+            data.update(self.tokenize_targets(text_target, max_length=max_length, return_tensors=return_tensors))
         return BatchFeature(data=data, tensor_type=return_tensors)
 
-    def tokenize_captions(
+    def tokenize_prompts(self, text, return_tensors="pt") -> dict:
+        """Prompt tokens, left-padded, no EOS. No prompt at all (every prompt empty or None) gives nothing: caption."""
+        prompts = [text] if isinstance(text, str) or text is None else list(text)
+        for index, prompt in enumerate(prompts):
+            if prompt is not None and not isinstance(prompt, str):
+                raise ValueError(f"prompt {index} is not a string: {prompt!r}")
+        prompts = [(prompt or "").strip() for prompt in prompts]
+        if not any(prompts):
+            return {}
+        ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        batch = self.tokenizer.pad({"input_ids": ids}, padding=True, padding_side="left", return_tensors=return_tensors)
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+    def tokenize_targets(
         self, text, max_length: int | None = None, return_tensors="pt", pad_to_multiple_of: int | None = None
     ) -> dict:
-        """Caption tokens + EOS (EOS kept even when truncating to `max_length`), right-padded, with `labels`."""
-        captions = [text] if isinstance(text, str) else list(text)
-        for index, caption in enumerate(captions):
-            if not isinstance(caption, str) or not caption.strip():
-                raise ValueError(f"caption {index} is empty or not a string: {caption!r}")
+        """Target tokens + EOS (EOS kept even when truncating to `max_length`) as `labels`, -100 after the end."""
+        targets = [text] if isinstance(text, str) else list(text)
+        for index, target in enumerate(targets):
+            if not isinstance(target, str) or not target.strip():
+                raise ValueError(f"target {index} (caption or answer) is empty or not a string: {target!r}")
         limit = None if max_length is None else max_length - 1
-        ids = self.tokenizer(captions, add_special_tokens=False, truncation=limit is not None, max_length=limit)
+        ids = self.tokenizer(targets, add_special_tokens=False, truncation=limit is not None, max_length=limit)
         eos = self.tokenizer.eos_token_id
-        features = [{"input_ids": row + [eos]} for row in ids["input_ids"]]
         batch = self.tokenizer.pad(
-            features, padding=True, pad_to_multiple_of=pad_to_multiple_of, return_tensors=return_tensors
+            {"input_ids": [row + [eos] for row in ids["input_ids"]]},
+            padding=True,
+            padding_side="right",
+            pad_to_multiple_of=pad_to_multiple_of,
+            return_tensors=return_tensors,
         )
         labels = batch["input_ids"].clone() if return_tensors == "pt" else np.array(batch["input_ids"])
         labels[batch["attention_mask"] == 0] = -100
-        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels}
+        return {"labels": labels}
 
     def batch_decode(self, sequences, skip_special_tokens: bool = True, **kwargs) -> list[str]:
         """Caption strings; -100 (the padding Trainer puts in labels and predictions) is skipped."""

@@ -82,11 +82,16 @@ def saved_dir(tmp_path_factory, model, processor):
     return folder
 
 
-def train_on_pairs(model, processor, images, captions, steps: int, shuffle_pairs: bool = False, seed: int = 0):
-    """Plain AdamW on (image, caption) pairs; `shuffle_pairs` re-pairs captions with random images every step."""
+def train_on_pairs(
+    model, processor, images, captions, steps: int, shuffle_pairs: bool = False, seed: int = 0, prompts=None
+):
+    """Plain AdamW on (image, caption) pairs, or (image, prompt) -> answer with `prompts`; `shuffle_pairs` re-pairs
+    captions with random images every step."""
     generator = torch.Generator().manual_seed(seed)
     pixel_values = processor(images=images)["pixel_values"]
-    text = processor.tokenize_captions(captions)
+    text = processor.tokenize_targets(captions)
+    if prompts is not None:
+        text.update(processor.tokenize_prompts(prompts))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     for _ in range(steps):

@@ -2,7 +2,8 @@
 # Sets up everything the tests need on a fresh machine, then runs them (extra arguments go to pytest):
 # the project's virtual environment, a second one with transformers 4.x for the compatibility test, and Debian's
 # Chromium for the demo page's browser test (installed where apt-get can; elsewhere that test is skipped, in CI it fails),
-# and a C++ compiler, which torch.compile's CPU backend needs for the compiled-training test.
+# a C++ compiler, which torch.compile's CPU backend needs for the compiled-training test, and transformers' common
+# model tests from the sdist of the installed transformers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
@@ -10,6 +11,17 @@ python3 -m venv .venv
 python3 -m venv .venv4
 .venv4/bin/pip install -q "torch==2.13.0" "transformers==4.57.6" pillow
 export VITGPT2_TRANSFORMERS4_PYTHON="$PWD/.venv4/bin/python"
+# transformers' own common model tests (tests/test_transformers_common.py) come from the sdist of the installed version.
+version="$(.venv/bin/python -c 'import transformers; print(transformers.__version__)')"
+export VITGPT2_TRANSFORMERS_TESTS="$PWD/.cache/transformers-$version/tests"
+if [ ! -f "$VITGPT2_TRANSFORMERS_TESTS/test_modeling_common.py" ]; then
+    sdist="$(mktemp -d)"
+    .venv/bin/pip download -q --no-deps --no-binary :all: "transformers==$version" -d "$sdist"
+    mkdir -p "$VITGPT2_TRANSFORMERS_TESTS"
+    tar -xzf "$sdist"/transformers-*.tar.gz -C "$VITGPT2_TRANSFORMERS_TESTS" --strip-components=2 \
+        "transformers-$version/tests/test_modeling_common.py" "transformers-$version/tests/test_configuration_common.py"
+    rm -r "$sdist"
+fi
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v g++ >/dev/null || missing+=(g++)

@@ -34,9 +34,9 @@ def test_batch_gives_the_same_captions_as_one_by_one(tokenizer, pixels, variant)
 
 
 def test_generate_ignores_the_gold_caption_seq2seq_trainer_passes(model, processor):
-    batch = processor(images=distinct_images(2), text=CAPTIONS[:2])
+    batch = processor(images=distinct_images(2), text_target=CAPTIONS[:2])
     from_image = model.generate(pixel_values=batch["pixel_values"], max_new_tokens=8)
-    with_gold = model.generate(**batch, max_new_tokens=8)  # input_ids, attention_mask, labels included
+    with_gold = model.generate(**batch, max_new_tokens=8)  # labels included, as Seq2SeqTrainer passes them
     assert torch.equal(from_image, with_gold)
 
 
@@ -55,9 +55,9 @@ def test_generate_returns_only_new_tokens_and_supports_sampling(model, pixels):
 
 def test_loss_ignores_prefix_and_padding(model, processor):
     images = distinct_images(2)
-    padded = processor(images=images, text=[CAPTIONS[1], CAPTIONS[2]])  # caption 1 is padded
+    padded = processor(images=images, text_target=[CAPTIONS[1], CAPTIONS[2]])  # caption 1 is padded
     assert (padded["labels"][0] == -100).any()
-    alone = processor(images=images[:1], text=[CAPTIONS[1]])
+    alone = processor(images=images[:1], text_target=[CAPTIONS[1]])
     loss_alone = model(**alone).loss
     logits = model(**padded).logits[:1]
     labels = padded["labels"][:1]
@@ -79,7 +79,7 @@ def test_save_and_load_gives_identical_logits_and_only_safetensors(saved_dir, mo
         assert name in files
 
     loaded = VitGpt2ForCaptioning.from_pretrained(saved_dir).eval()
-    batch = processor(images=distinct_images(3), text=CAPTIONS[:3])
+    batch = processor(images=distinct_images(3), text_target=CAPTIONS[:3])
     with torch.no_grad():
         assert torch.equal(model(**batch).logits, loaded(**batch).logits)
     lm = loaded.language_model
@@ -96,7 +96,7 @@ def test_auto_classes_load_the_saved_folder(saved_dir):
 def test_freeze_switches(tokenizer, processor):
     model = tiny_model(tokenizer).train()
     model.freeze(vision_tower=True, language_model=True)
-    model(**processor(images=distinct_images(2), text=CAPTIONS[:2])).loss.backward()
+    model(**processor(images=distinct_images(2), text_target=CAPTIONS[:2])).loss.backward()
     assert all(p.grad is None for p in model.vision_tower.parameters())
     assert all(p.grad is None for p in model.language_model.parameters())
     assert all(p.grad is not None for p in model.projector.parameters())
@@ -105,7 +105,7 @@ def test_freeze_switches(tokenizer, processor):
 
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tokenizer, processor):
-    batch = processor(images=distinct_images(2), text=CAPTIONS[:2])
+    batch = processor(images=distinct_images(2), text_target=CAPTIONS[:2])
     results = []
     for checkpointing in (False, True):
         model = without_dropout(tiny_model(tokenizer, seed=3, vision_feature="patch")).train()
@@ -120,7 +120,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(tokenizer, pro
 
 
 def test_sdpa_and_eager_attention_agree(saved_dir, processor):
-    batch = processor(images=distinct_images(2), text=CAPTIONS[:2])
+    batch = processor(images=distinct_images(2), text_target=CAPTIONS[:2])
     logits = {}
     for implementation in ("eager", "sdpa"):
         model = AutoModel.from_pretrained(saved_dir, trust_remote_code=True, attn_implementation=implementation)
@@ -135,7 +135,7 @@ def test_sdpa_and_eager_attention_agree(saved_dir, processor):
 def test_half_precision_loading_and_generation(saved_dir, processor, dtype):
     model = AutoModel.from_pretrained(saved_dir, trust_remote_code=True, dtype=dtype, device_map="cpu")
     assert {p.dtype for p in model.parameters()} == {dtype}
-    batch = processor(images=distinct_images(2), text=CAPTIONS[:2])
+    batch = processor(images=distinct_images(2), text_target=CAPTIONS[:2])
     assert torch.isfinite(model(**batch).loss)
     assert model.generate(pixel_values=batch["pixel_values"], max_new_tokens=4).shape[0] == 2
 

@@ -59,11 +59,11 @@ def test_builds_from_pretrained_vision_and_text_checkpoints(tmp_path, gpt2_dir, 
 def test_processor_from_pretrained_parts(tmp_path, gpt2_dir):
     save_clip(tmp_path)
     processor = VitGpt2Processor.from_vision_text_pretrained(str(tmp_path), str(gpt2_dir))
-    batch = processor(images=distinct_images(2), text=["a red circle", "two blue squares"])
+    batch = processor(images=distinct_images(2), text_target=["a red circle", "two blue squares"])
     assert batch["pixel_values"].shape == (2, 3, 32, 32)
     eos = processor.tokenizer.eos_token_id
-    last = batch["attention_mask"].sum(1) - 1
-    assert [batch["input_ids"][row, last[row]].item() for row in range(2)] == [eos, eos]
+    last = (batch["labels"] != -100).sum(1) - 1
+    assert [batch["labels"][row, last[row]].item() for row in range(2)] == [eos, eos]
 
 
 def test_unsupported_vision_checkpoint_is_named(tmp_path, gpt2_dir):

@@ -70,7 +70,7 @@ def frozen_model_and_batch(tokenizer, processor):
     model = without_dropout(tiny_model(tokenizer, seed=3))
     model.freeze(vision_tower=True)
     model.train()
-    text = processor.tokenize_captions(CAPTIONS[:4])
+    text = processor.tokenize_targets(CAPTIONS[:4])
     pixel_values = processor(images=distinct_images(4))["pixel_values"]
     with torch.no_grad():
         features = model.get_vision_features(pixel_values)
@@ -112,8 +112,8 @@ def test_fused_adamw_trains_like_the_for_each_one(tokenizer, frozen_model_and_ba
 
 def test_padding_captions_to_a_multiple_of_8_changes_no_loss(frozen_model_and_batch, processor):
     model, batch = frozen_model_and_batch
-    padded = processor.tokenize_captions(CAPTIONS[:4], pad_to_multiple_of=8)
-    assert padded["input_ids"].shape[1] % 8 == 0 and padded["input_ids"].shape[1] > batch["input_ids"].shape[1]
+    padded = processor.tokenize_targets(CAPTIONS[:4], pad_to_multiple_of=8)
+    assert padded["labels"].shape[1] % 8 == 0 and padded["labels"].shape[1] > batch["labels"].shape[1]
     plain = loss_and_gradients(model, batch)
     fast = loss_and_gradients(model, {**batch, **padded})
     for expected, actual in zip(plain, fast):

@@ -1,7 +1,9 @@
-"""Train a vitgpt2 captioner with Seq2SeqTrainer.
+"""Train a vitgpt2 captioner (or question answerer) with Seq2SeqTrainer.
 
     python train.py                      # the embedded default: a small model from scratch on the built-in
                                          # shapes dataset, offline, ~10 minutes on 2 CPU cores
+    python train.py --dataset builtin:shapes-vqa --output_dir runs/shapes-vqa
+                                         # the same scenes, captions and visual questions in one model
     python train.py --vision_model openai/clip-vit-base-patch32 --text_model gpt2 \\
         --dataset yerevann/coco-karpathy --caption_column sentences --output_dir runs/coco
     accelerate launch train.py ...       # several GPUs (or torchrun --nproc_per_node N train.py ...)
@@ -27,14 +29,17 @@ from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArgume
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, has_length
 
 from modeling_vitgpt2 import VitGpt2ForCaptioning, VitGpt2Processor
+from modeling_vitgpt2.answer_accuracy import answer_accuracy
 from modeling_vitgpt2.data import (
     BUILTIN,
+    BUILTIN_VQA,
     CaptionCollator,
     DatasetError,
     as_caption_list,
     drop_bad_examples,
     load_caption_dataset,
     materialise,
+    prompts_of,
     references_of,
     with_caption_lengths,
 )
@@ -45,6 +50,7 @@ from modeling_vitgpt2.report import (
     caption_grid,
     print_metrics_table,
     print_sample_captions,
+    sample_indices,
     write_examples,
 )
 from modeling_vitgpt2.scratch import build_scratch_model, build_scratch_processor, train_caption_tokenizer
@@ -98,14 +104,30 @@ class DataArguments:
     dataset: str = field(
         default=BUILTIN,
         metadata={
-            "help": f"'{BUILTIN}' (generated scenes), a Hub dataset id, an imagefolder folder "
-            "(images + metadata.jsonl/.csv), a saved DatasetDict, or a .jsonl/.csv of image paths and captions."
+            "help": f"'{BUILTIN}' (generated scenes), '{BUILTIN_VQA}' (the same scenes with visual questions), a Hub "
+            "dataset id, an imagefolder folder (images + metadata.jsonl/.csv), a saved DatasetDict, or a .jsonl/.csv "
+            "of image paths and captions."
         },
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration name."})
     image_column: str | None = field(default=None, metadata={"help": "Image column (default: guessed)."})
     caption_column: str | None = field(
-        default=None, metadata={"help": "Caption column: a string or a list of strings per image (default: guessed)."}
+        default=None,
+        metadata={
+            "help": "Target column: the caption (or the answer, with a prompt column), a string or a list of strings "
+            "per example (default: guessed)."
+        },
+    )
+    prompt_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "Prompt column (e.g. the question); the model learns to write the target after it, and the loss "
+            "covers the target only. Default: 'prompt' if the data has one, else none (captioning)."
+        },
+    )
+    prompt: str | None = field(
+        default=None,
+        metadata={"help": "One fixed prompt for every example (e.g. 'a photo of'); give the same one when generating."},
     )
     train_split: str = field(default="train", metadata={"help": "Split to train on."})
     eval_split: str | None = field(default="validation", metadata={"help": "Split evaluated during training."})
@@ -134,6 +156,10 @@ class DataArguments:
     feature_cache_dir: str = field(default=str(DEFAULT_CACHE_DIR), metadata={"help": "Where cached features live."})
     builtin_train_size: int = field(default=20000, metadata={"help": f"{BUILTIN}: training scenes."})
     builtin_eval_size: int = field(default=500, metadata={"help": f"{BUILTIN}: scenes per evaluation split."})
+    builtin_caption_share: float = field(
+        default=0.5,
+        metadata={"help": f"{BUILTIN_VQA}: share of training draws that are the caption (the rest are questions)."},
+    )
 
 
 @dataclass
@@ -141,8 +167,9 @@ class RunArguments:
     max_train_minutes: float | None = field(
         default=None,
         metadata={
-            "help": "Stop training after this much wall time; the learning rate then follows a cosine over whichever "
-            "ends first, the planned steps or this budget. 0 = no limit (default 9.5)."
+            "help": "Opt-in: stop training after this much wall time; the learning rate then follows a cosine over "
+            "whichever ends first, the planned steps or this budget. By default training follows its plan of steps, "
+            "so that a seeded run ends with the same model on any machine, however busy."
         },
     )
     overwrite_output_dir: bool = field(
@@ -159,7 +186,6 @@ class RunArguments:
 # every run (set them explicitly for other data, as the README's recipe does).
 EMBEDDED_DEFAULTS = dict(
     output_dir="runs/default",
-    max_train_minutes=9.5,
     caption_token_dropout=0.2,
     per_device_train_batch_size=64,
     per_device_eval_batch_size=128,
@@ -302,11 +328,12 @@ def build_model(model_args, train_dataset):
         )
         processor = VitGpt2Processor.from_vision_text_pretrained(model_args.vision_model, model_args.text_model)
         return model, processor, True
-    rows = train_dataset.select_columns(["captions"])
+    text_columns = [column for column in ("captions", "prompt") if column in (train_dataset.column_names or [])]
+    rows = train_dataset.select_columns(text_columns or ["captions"])
     if isinstance(rows, datasets.IterableDataset):
         rows = rows.take(50000)  # a stream: learn the vocabulary from its beginning
-    captions = (caption for row in rows for caption in as_caption_list(row["captions"]))
-    tokenizer = train_caption_tokenizer(captions, vocab_size=model_args.scratch_vocab_size)
+    texts = (text for row in rows for text in as_caption_list(row["captions"]) + as_caption_list(row.get("prompt")))
+    tokenizer = train_caption_tokenizer(texts, vocab_size=model_args.scratch_vocab_size)
     model = build_scratch_model(
         tokenizer,
         image_size=model_args.scratch_image_size,
@@ -422,12 +449,30 @@ def main():
     metric = evaluate.load(METRIC)
 
     def metrics_for(split):
-        references = references_of(evaluation[split])
+        """Caption metrics over the examples without a prompt, answer accuracy over those with one."""
+        data = evaluation[split]
+        references, prompts = references_of(data), prompts_of(data)
+        types = data["question_type"] if "question_type" in data.column_names else None
 
         def compute_metrics(prediction):
-            captions = processor.batch_decode(prediction.predictions)
-            scores = metric.compute(predictions=captions, references=references[: len(captions)])
-            return {name: scores[name] for name in METRIC_COLUMNS}
+            texts = processor.batch_decode(prediction.predictions)
+            captioned = [index for index, prompt in enumerate(prompts[: len(texts)]) if not prompt]
+            asked = [index for index, prompt in enumerate(prompts[: len(texts)]) if prompt]
+            scores = {}
+            if captioned:
+                coco = metric.compute(
+                    predictions=[texts[i] for i in captioned], references=[references[i] for i in captioned]
+                )
+                scores.update({name: coco[name] for name in METRIC_COLUMNS})
+            if asked:
+                scores.update(
+                    answer_accuracy(
+                        [texts[i] for i in asked],
+                        [references[i] for i in asked],
+                        None if types is None else [types[i] for i in asked],
+                    )
+                )
+            return scores
 
         return compute_metrics
 
@@ -485,10 +530,10 @@ def main():
     for prefix, (split_dataset, captions, _) in results.items():
         if not prefix.startswith("test"):
             continue
-        count = min(run_args.sample_captions, len(captions))
-        print_sample_captions(prefix, split_dataset, captions, count)
+        shown = sample_indices(split_dataset, min(run_args.sample_captions, len(captions)))
+        print_sample_captions(prefix, split_dataset, captions, shown)
         path = os.path.join(training_args.output_dir, f"{prefix}_captions.png")
-        caption_grid(split_dataset, captions, count).save(path)
+        caption_grid(split_dataset, captions, shown).save(path)
         logger.info(f"{prefix}: images with their captions drawn in {path}")
         if not examples_written:  # the model card's widget examples come from the first test split
             write_examples(os.path.join(training_args.output_dir, EXAMPLES), split_dataset, captions, count=4)

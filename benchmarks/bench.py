@@ -208,12 +208,7 @@ def measure_length_grouping(name, model, features, device, meter, args, vocab):
             width = -(-max(batch_lengths) // multiple) * multiple
             mask = (torch.arange(width)[None, :] < torch.tensor(batch_lengths)[:, None]).long()
             ids = torch.randint(0, vocab, (batch_size, width), generator=generator)
-            batch = {
-                "vision_features": features,
-                "input_ids": ids.to(device),
-                "attention_mask": mask.to(device),
-                "labels": ids.masked_fill(mask == 0, -100).to(device),
-            }
+            batch = {"vision_features": features, "labels": ids.masked_fill(mask == 0, -100).to(device)}
             steps[order_name].append(training_step(runner, optimizer, device, batch))
             real_tokens, padded_tokens = real_tokens + sum(batch_lengths), padded_tokens + width * batch_size
         results[f"{name}_{order_name}_padding_share"] = 1 - real_tokens / padded_tokens
@@ -257,6 +252,32 @@ def measure_captioning(name, model, pixel_values, device, meter, args, **generat
     }
 
 
+@guarded
+def measure_prompted_decoding(model, pixel_values, device, meter, args, vocab) -> dict:
+    """Greedy decoding after the image and a prompt of 4-12 tokens (a batch of different lengths, left-padded as
+    the processor pads): vitgpt2's decoder vs transformers' loop on the same model, and whether their tokens agree."""
+    progress("prompted greedy decoding: fast path vs transformers' loop")
+    generator = torch.Generator().manual_seed(1)
+    batch = args.caption_batch
+    lengths = torch.randint(4, 13, (batch,), generator=generator)
+    mask = (torch.arange(12)[None, :] >= 12 - lengths[:, None]).long()
+    prompts = torch.randint(0, vocab, (batch, 12), generator=generator).masked_fill(mask == 0, 0)
+    inputs = {"pixel_values": pixel_values[:batch], "input_ids": prompts.to(device), "attention_mask": mask.to(device)}
+    settings = {"max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS}
+    results = {}
+    for name, extra in (("ours_prompted", {}), ("ours_prompted_loop", {"cache_implementation": "dynamic"})):
+
+        def step(extra=extra):
+            with torch.inference_mode(), autocast(device):
+                return model.generate(**inputs, **settings, **extra)
+
+        results[f"{name}_captions_per_s"] = meter.rate(step, batch, 1, args.iterations)
+        results[f"{name}_tokens"] = step()
+    fast, loop = results.pop("ours_prompted_tokens"), results.pop("ours_prompted_loop_tokens")
+    results["ours_prompted_identical_rows"] = (fast == loop).all(dim=1).float().mean().item()
+    return results
+
+
 def greedy_agreement(model, pixel_values, device) -> dict:
     """Share of captions whose fast-path tokens equal transformers' loop (`cache_implementation="dynamic"`)."""
     progress("greedy agreement: fast path vs transformers' loop")
@@ -279,9 +300,10 @@ def bench_ours(s, pixel_values, captions, device, meter, args) -> dict:
     ours.freeze(vision_tower=True)
     with torch.no_grad():
         features = ours.get_vision_features(pixels)
-    batch = {"pixel_values": pixels, "input_ids": captions, "labels": captions}
+    # vitgpt2 reads the target from `labels` (a prompt would be `input_ids`): the caption is given once.
+    batch = {"pixel_values": pixels, "labels": captions}
     results.update(measure_training("ours_frozen", ours, batch, device, meter, args))
-    cached = {"vision_features": features, "input_ids": captions, "labels": captions}
+    cached = {"vision_features": features, "labels": captions}
     results.update(measure_training("ours_frozen_cached_eager", ours, cached, device, meter, args))
     if args.compile:
         results.update(measure_training("ours_frozen_cached_compiled", ours, cached, device, meter, args, compile=True))
@@ -324,6 +346,11 @@ def bench_peer(s, pixel_values, captions, device, meter, args) -> dict:
     return results
 
 
+def bench_prompted(s, pixel_values, device, meter, args) -> dict:
+    ours = build_ours(s).to(device).eval()
+    return measure_prompted_decoding(ours, pixel_values, device, meter, args, s["vocab"])
+
+
 def bench_length_grouping(s, pixel_values, device, meter, args) -> dict:
     """Measured last: a run cut short by a time limit has the side-by-side rows in its JSON already."""
     ours = build_ours(s).to(device)
@@ -363,6 +390,11 @@ def main():
         help="batches of COCO-like varying caption lengths timed per order, random vs length-grouped (default 8, "
         "quick 2; 0 skips)",
     )  # fmt: skip
+    parser.add_argument(
+        "--parts", default="ours,peer,prompted,lengths",
+        help="what to measure, in order: ours (vitgpt2's training and captioning rows), peer, prompted (prompted "
+        "greedy decoding, vitgpt2's decoder vs transformers' loop), lengths (length grouping)",
+    )  # fmt: skip
     args = parser.parse_args()
     device = torch.device(args.device)
     gpu = device.type == "cuda"
@@ -398,9 +430,14 @@ def main():
             partial.write_text(json.dumps(report, indent=2))
             os.replace(partial, args.json)
 
-    record(bench_ours(s, pixel_values, captions, device, meter, args))
-    record(bench_peer(s, pixel_values, captions, device, meter, args))
-    if args.length_batches:
+    parts = args.parts.split(",")
+    if "ours" in parts:
+        record(bench_ours(s, pixel_values, captions, device, meter, args))
+    if "peer" in parts:
+        record(bench_peer(s, pixel_values, captions, device, meter, args))
+    if "prompted" in parts:
+        record(bench_prompted(s, pixel_values, device, meter, args))
+    if "lengths" in parts and args.length_batches:
         record(bench_length_grouping(s, pixel_values, device, meter, args))
     print_table(report)
     print(json.dumps(report, indent=2))
@@ -412,6 +449,11 @@ ROWS = [
     ("training, all weights (samples/s)", "ours_full_train", "peer_full_train"),
     ("captioning, batch (captions/s)", "ours_captions", "peer_captions"),
     ("captioning, 1 image (ms, lower is better)", "ours_latency", "peer_latency"),
+    (
+        "prompted greedy, batch: vitgpt2's decoder vs transformers' loop",
+        "ours_prompted_captions",
+        "ours_prompted_loop_captions",
+    ),
     ("captioning, bf16 weights, batch (captions/s)", "ours_bf16_captions", "peer_bf16_captions"),
     ("captioning, bf16 weights, 1 image (ms)", "ours_bf16_latency", "peer_bf16_latency"),
     ("peak memory, full training (MiB)", "ours_full_train_peak", "peer_full_train_peak"),

@@ -1,5 +1,9 @@
-"""Caption datasets for training: loading (Hub, imagefolder, JSONL/CSV, built-in), validation that skips and counts
-bad examples, and the collator that turns examples into model inputs."""
+"""Caption and question datasets for training: loading (Hub, imagefolder, JSONL/CSV, built-in), validation that skips
+and counts bad examples, and the collator that turns examples into model inputs.
+
+Every loaded dataset has the columns `image` and `captions` (the target: a caption, an answer, or a list of them),
+and `prompt` when the data asks questions (or a fixed `--prompt` is given); a `question_type` column, where the data
+has one, splits answer accuracy by type."""
 
 import logging
 import os
@@ -15,6 +19,7 @@ from .processing_vitgpt2 import ImageLoadError, load_image
 logger = logging.getLogger(__name__)
 
 BUILTIN = "builtin:shapes"
+BUILTIN_VQA = "builtin:shapes-vqa"
 IMAGE_COLUMN_GUESSES = ("image", "img", "picture", "file_name", "image_path", "filepath")
 CAPTION_COLUMN_GUESSES = ("captions", "caption", "sentences", "text", "raw", "label")
 
@@ -23,17 +28,20 @@ class DatasetError(ValueError):
     """A dataset that cannot be trained on; raised at start-up with what is wrong."""
 
 
-def _load_raw(name: str, config: str | None, streaming: bool, seed: int, builtin_sizes: dict):
-    if name == BUILTIN:
-        from .shapes_dataset import load_shapes_dataset
+def _load_raw(name: str, config: str | None, streaming: bool, seed: int, builtin_sizes: dict, image_column=None):
+    if name in (BUILTIN, BUILTIN_VQA):
+        from .shapes_dataset import load_shapes_dataset, load_shapes_vqa_dataset
 
-        return _streamed(load_shapes_dataset(seed=seed, **builtin_sizes), streaming)
+        if name == BUILTIN:
+            builtin_sizes.pop("caption_share")
+        load = load_shapes_dataset if name == BUILTIN else load_shapes_vqa_dataset
+        return _streamed(load(seed=seed, **builtin_sizes), streaming)
     if name.endswith((".jsonl", ".json", ".csv")):
         if not os.path.isfile(name):
             raise DatasetError(f"--dataset {name}: no such file")
         builder = "csv" if name.endswith(".csv") else "json"
         dataset = datasets.load_dataset(builder, data_files={"train": name}, streaming=streaming)
-        return _resolve_relative_paths(dataset, os.path.dirname(os.path.abspath(name)))
+        return _resolve_relative_paths(dataset, os.path.dirname(os.path.abspath(name)), image_column)
     if os.path.isdir(name):
         if not any(os.path.exists(os.path.join(name, f)) for f in ("dataset_dict.json", "state.json")):
             return datasets.load_dataset("imagefolder", data_dir=name, streaming=streaming)
@@ -54,7 +62,7 @@ def _streamed(dataset: datasets.DatasetDict, streaming: bool):
     return datasets.IterableDatasetDict({split: part.to_iterable_dataset() for split, part in dataset.items()})
 
 
-def _resolve_relative_paths(dataset, base: str):
+def _resolve_relative_paths(dataset, base: str, image_column=None):
     """Image paths in a JSONL/CSV file are relative to that file."""
 
     def resolve(example, column):
@@ -63,7 +71,8 @@ def _resolve_relative_paths(dataset, base: str):
             example[column] = os.path.join(base, value)
         return example
 
-    column = next((c for c in IMAGE_COLUMN_GUESSES if c in (dataset["train"].column_names or [])), None)
+    columns = dataset["train"].column_names or []
+    column = image_column if image_column in columns else next((c for c in IMAGE_COLUMN_GUESSES if c in columns), None)
     return dataset if column is None else dataset.map(resolve, fn_kwargs={"column": column})
 
 
@@ -81,9 +90,14 @@ def _pick_column(columns, wanted: str | None, guesses, what: str, source: str) -
 
 
 def load_caption_dataset(args, seed: int = 0):
-    """The dataset named by `args.dataset` with two columns: `image` (undecoded) and `captions` (str or list)."""
-    builtin_sizes = {"train_size": args.builtin_train_size, "eval_size": args.builtin_eval_size}
-    dataset = _load_raw(args.dataset, args.dataset_config, args.streaming, seed, builtin_sizes)
+    """The dataset named by `args.dataset` with the columns `image` (undecoded), `captions` (str or list) and, for
+    prompted data, `prompt` (and `question_type` where the data has it)."""
+    builtin_sizes = {
+        "train_size": args.builtin_train_size,
+        "eval_size": args.builtin_eval_size,
+        "caption_share": args.builtin_caption_share,
+    }
+    dataset = _load_raw(args.dataset, args.dataset_config, args.streaming, seed, builtin_sizes, args.image_column)
     if args.train_split not in dataset:
         raise DatasetError(f"--dataset {args.dataset}: no split {args.train_split!r}; the splits are {list(dataset)}")
     columns = dataset[args.train_split].column_names
@@ -91,12 +105,41 @@ def load_caption_dataset(args, seed: int = 0):
         columns = list(next(iter(dataset[args.train_split])).keys())
     image_column = _pick_column(columns, args.image_column, IMAGE_COLUMN_GUESSES, "image", args.dataset)
     caption_column = _pick_column(columns, args.caption_column, CAPTION_COLUMN_GUESSES, "caption", args.dataset)
-    dataset = dataset.select_columns([image_column, caption_column])
-    if image_column != "image":
-        dataset = dataset.rename_column(image_column, "image")
-    if caption_column != "captions":
-        dataset = dataset.rename_column(caption_column, "captions")
+    prompt_column = args.prompt_column or ("prompt" if "prompt" in columns and args.prompt is None else None)
+    if prompt_column is not None:
+        if args.prompt is not None:
+            raise DatasetError("--prompt and --prompt_column exclude each other: one fixed prompt, or one per example")
+        prompt_column = _pick_column(columns, prompt_column, (), "prompt", args.dataset)
+    renames = {image_column: "image", caption_column: "captions", prompt_column: "prompt"}
+    kept = [column for column in renames if column is not None]
+    for split, part in dataset.items():  # evaluation splits may add a question_type column for per-type accuracy
+        has_types = "question_type" in (part.column_names or []) and "question_type" not in kept
+        dataset[split] = part.select_columns(kept + ["question_type"] * has_types)
+    for old, new in renames.items():
+        if old is not None and old != new:
+            dataset = dataset.rename_column(old, new)
+    if args.prompt:
+        dataset = dataset.map(lambda example: {"prompt": args.prompt})
     return dataset.cast_column("image", datasets.Image(decode=False))
+
+
+def prompts_of(dataset) -> list[str]:
+    """Each example's (first) prompt ("" where it has none: a caption)."""
+    if "prompt" not in (dataset.column_names or []):
+        return [""] * len(dataset)
+    firsts = (prompt[0] if isinstance(prompt, (list, tuple)) and prompt else prompt for prompt in dataset["prompt"])
+    return [(prompt or "").strip() for prompt in firsts]
+
+
+def task_list(example) -> list[tuple[str, str]]:
+    """The (prompt, target) pairs an example offers: each of its captions after its prompt, or, where `prompt` is a
+    list, the prompt and the caption at the same index — a row that carries several tasks, such as a scene's caption
+    and questions about it (training draws one of them each time it sees the row)."""
+    prompt, captions = example.get("prompt"), example["captions"]
+    if isinstance(prompt, (list, tuple)):
+        captions = [captions] if isinstance(captions, str) else captions
+        return [((p or "").strip(), c.strip()) for p, c in zip(prompt, captions) if isinstance(c, str)]
+    return [((prompt or "").strip(), caption) for caption in as_caption_list(captions)]
 
 
 def as_caption_list(captions) -> list[str]:
@@ -176,9 +219,11 @@ def drop_bad_examples(dataset, split: str, strict: bool):
 class CaptionCollator:
     """Examples → `pixel_values` (or cached `vision_features`) + tokenised captions.
 
-    Training draws one of an image's captions at random each time it is seen (once per epoch); evaluation uses the
-    first (metrics score against all of them). Python's `random` is seeded and checkpointed by the Trainer, so
-    resumed runs draw the same captions.
+    The prompt (if any) becomes `input_ids` and the target `labels`: the model reads the target after the prompt
+    while training, and Seq2SeqTrainer's `generate(**batch)` continues the prompt without seeing it. Training draws
+    one of an example's captions at random each time it is seen (once per epoch); evaluation uses the first (metrics
+    score against all of them). Python's `random` is seeded and checkpointed by the Trainer, so resumed runs draw the
+    same captions.
     """
 
     def __init__(
@@ -197,18 +242,21 @@ class CaptionCollator:
         self.training = True
 
     def __call__(self, examples):
-        captions = [as_caption_list(example["captions"]) for example in examples]
-        chosen = [random.choice(options) if self.training else options[0] for options in captions]
-        batch = self.processor.tokenize_captions(
-            chosen, max_length=self.max_caption_length, pad_to_multiple_of=self.pad_to_multiple_of
+        tasks = [task_list(example) for example in examples]
+        prompts, targets = zip(*(random.choice(options) if self.training else options[0] for options in tasks))
+        batch = self.processor.tokenize_targets(
+            targets, max_length=self.max_caption_length, pad_to_multiple_of=self.pad_to_multiple_of
         )
+        batch.update(self.processor.tokenize_prompts(list(prompts)))
         if self.training and self.token_dropout:
-            # Replace some *input* tokens (labels stay) with random ones: the next word must then come from the
-            # image more than from the words before it (on the built-in data: test exact match 68% -> 77%).
+            # Replace some of the target's *input* tokens (labels stay) with random ones: the next word must then
+            # come from the image more than from the words before it (on the built-in data: test exact match 68% ->
+            # 77%). The prompt is left as written.
+            labels = batch["labels"]
             generator = torch.Generator().manual_seed(random.getrandbits(63))
-            noise = torch.rand(batch["input_ids"].shape, generator=generator) < self.token_dropout
-            replacement = torch.randint(len(self.processor.tokenizer), batch["input_ids"].shape, generator=generator)
-            batch["input_ids"] = torch.where(noise & batch["attention_mask"].bool(), replacement, batch["input_ids"])
+            noise = torch.rand(labels.shape, generator=generator) < self.token_dropout
+            replacement = torch.randint(len(self.processor.tokenizer), labels.shape, generator=generator)
+            batch["target_input_ids"] = torch.where(noise & (labels != -100), replacement, labels.clamp(min=0))
         if self.feature_cache is not None:
             batch["vision_features"] = self.feature_cache.features([example["image"] for example in examples])
         else:

@@ -20,7 +20,7 @@ from .configuration_vitgpt2 import VitGpt2Config
 from .modeling_vitgpt2 import VitGpt2ForCaptioning
 from .processing_vitgpt2 import VitGpt2Processor
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
+TEMPLATE = Path(__file__).with_name("model_card.md")  # package data: an installed wheel carries it
 HANDLER = Path(__file__).resolve().parent / "endpoint_handler.py"
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 RUN_INFO = "run_info.json"  # written by train.py: the command, data and base models of the run
@@ -74,10 +74,31 @@ def _evaluation(metrics: dict, dataset_name: str) -> tuple[list, str]:
                 )
             )
         rows.append(f"| {split} | " + " | ".join(f"{values[name]:.4f}" for name in METRICS) + " |")
-    if not rows:
-        return [], "No evaluation results were recorded with this checkpoint."
     header = "| split | " + " | ".join(label for _, label in METRICS.values()) + " |\n|" + "---|" * (len(METRICS) + 1)
-    return results, header + "\n" + "\n".join(rows)
+    tables = [header + "\n" + "\n".join(rows)] if rows else []
+    answer_rows = []
+    for split in [key.removesuffix("_answer_accuracy") for key in sorted(metrics) if key.endswith("_answer_accuracy")]:
+        results.append(
+            EvalResult(
+                task_type="visual-question-answering",
+                task_name="Visual question answering",
+                dataset_type=dataset_name,
+                dataset_name=dataset_name,
+                dataset_split=split,
+                metric_type="accuracy",
+                metric_name="Answer accuracy",
+                metric_value=round(float(metrics[f"{split}_answer_accuracy"]), 4),
+            )
+        )
+        by_type = {key.removeprefix(f"{split}_answer_accuracy_"): value for key, value in sorted(metrics.items())
+                   if key.startswith(f"{split}_answer_accuracy_")}  # fmt: skip
+        detail = ", ".join(f"{kind} {value:.1%}" for kind, value in by_type.items())
+        answer_rows.append(f"| {split} | {metrics[f'{split}_answer_accuracy']:.1%} | {detail} |")
+    if answer_rows:
+        tables.append("| split | answer accuracy | by question type |\n|---|---|---|\n" + "\n".join(answer_rows))
+    if not tables:
+        return [], "No evaluation results were recorded with this checkpoint."
+    return results, "\n\n".join(tables)
 
 
 def render_card(model, run: dict, metrics: dict, examples: list, repo_id: str) -> str:
@@ -141,9 +162,14 @@ def render_card(model, run: dict, metrics: dict, examples: list, repo_id: str) -
         training_command=run.get("command", "python train.py"),
         evaluation_table=evaluation_table,
         examples_table=examples_table,
+        prompt_description=(
+            "the questions of its training data, asked as `Question: ... Answer:`"
+            if any(key.endswith("_answer_accuracy") for key in metrics)
+            else "none: it was trained to caption, so a prompt can only start the caption"
+        ),
         limitation_data=(
             "this one saw only the built-in scenes of coloured shapes, so it captions nothing else meaningfully."
-            if dataset_name == "builtin:shapes"
+            if dataset_name.startswith("builtin:shapes")
             else f"it saw `{dataset_name}` and inherits its biases and blind spots."
         ),
     )

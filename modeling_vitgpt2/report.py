@@ -1,55 +1,85 @@
-"""What a finished run shows: a metrics table, captions beside their references, and a picture of both."""
+"""What a finished run shows: a metrics table, captions (and answers) beside their references, and a picture of both."""
 
 import json
 import os
 import textwrap
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
-from .data import as_caption_list
+from .data import as_caption_list, prompts_of
 from .processing_vitgpt2 import load_image
 
 METRIC_COLUMNS = ("exact_match", "bleu4", "rougeL", "cider")
 
 
 def print_metrics_table(results: dict) -> None:
-    """results: {split prefix: Trainer metrics with keys like 'test_cider'}."""
-    header = f"{'split':<14}" + "".join(f"{name:>13}" for name in METRIC_COLUMNS)
-    print("\n" + header + "\n" + "-" * len(header))
+    """results: {split prefix: Trainer metrics with keys like 'test_cider' (and 'test_answer_accuracy_count')}."""
+    names = list(METRIC_COLUMNS)
     for prefix, metrics in results.items():
-        row = [metrics.get(f"{prefix}_{name}", float("nan")) for name in METRIC_COLUMNS]
-        print(f"{prefix:<14}" + "".join(f"{value:>13.4f}" for value in row))
+        answers = sorted(name[len(prefix) + 1 :] for name in metrics if name.startswith(f"{prefix}_answer_accuracy"))
+        names += [name for name in answers if name not in names]
+    for start in range(0, len(names), 6):  # six columns a table, so a terminal does not wrap it
+        shown = names[start : start + 6]
+        header = f"{'split':<14}" + "".join(f"{name.replace('answer_accuracy', 'answers'):>18}" for name in shown)
+        print("\n" + header + "\n" + "-" * len(header))
+        for prefix, metrics in results.items():
+            row = [metrics.get(f"{prefix}_{name}", float("nan")) for name in shown]
+            print(f"{prefix:<14}" + "".join(f"{value:>18.4f}" for value in row))
     print()
 
 
-def print_sample_captions(prefix: str, dataset, captions, count: int) -> None:
-    print(f"{prefix}: generated caption  |  reference")
-    for index in range(count):
+def grid_font(size: int = 12) -> ImageFont.FreeTypeFont:
+    """DejaVu Sans where the system has it (Debian does), else Pillow's bundled scalable font: both leave clear
+    spaces between words, which Pillow's tiny default font does not."""
+    try:
+        return ImageFont.truetype("DejaVuSans.ttf", size)
+    except OSError:
+        return ImageFont.load_default(size=size + 1)
+
+
+def sample_indices(dataset, count: int) -> list[int]:
+    """`count` examples to show, spread over the split (a question split holds several rows per image)."""
+    step = max(1, len(dataset) // max(1, count))
+    return list(range(0, len(dataset), step))[:count]
+
+
+def _asked(prompt: str) -> str:
+    return f"{prompt} " if prompt else ""
+
+
+def print_sample_captions(prefix: str, dataset, captions, indices) -> None:
+    print(f"{prefix}: [prompt] generated text  |  reference")
+    prompts = prompts_of(dataset)
+    for index in indices:
         reference = as_caption_list(dataset[index]["captions"])[0]
         mark = "=" if captions[index] == reference else "x"
-        print(f"  {mark} {captions[index]!r:<55} | {reference!r}")
+        print(f"  {mark} {_asked(prompts[index]) + repr(captions[index]):<60} | {reference!r}")
     print()
 
 
-def caption_grid(dataset, captions, count: int, columns: int = 4, thumb: int = 192) -> Image.Image:
-    """Test images in a grid, each with its generated caption below it (and, in red, the reference it missed)."""
-    width = 40  # characters per caption line in PIL's default font
-    rows = max(1, -(-count // columns))
-    cell_w, cell_h = thumb + 96, thumb + 84
+def caption_grid(dataset, captions, indices, columns: int = 4, thumb: int = 192) -> Image.Image:
+    """Test images in a grid, each with its prompt (if any) and generated text below it (and, in red, the reference
+    it missed)."""
+    width = 38  # characters per line at 12 px
+    font = grid_font()
+    rows = max(1, -(-len(indices) // columns))
+    cell_w, cell_h = thumb + 96, thumb + 110
     sheet = Image.new("RGB", (columns * cell_w, rows * cell_h), "white")
     draw = ImageDraw.Draw(sheet)
-    for index in range(count):
-        x, y = (index % columns) * cell_w, (index // columns) * cell_h
+    prompts = prompts_of(dataset)
+    for cell, index in enumerate(indices):
+        x, y = (cell % columns) * cell_w, (cell // columns) * cell_h
         image = load_image(dataset[index]["image"])
         scale = thumb / max(image.size)
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         sheet.paste(image.resize(size, Image.NEAREST if scale > 1 else Image.BICUBIC), (x + 48, y + 4))
         reference = as_caption_list(dataset[index]["captions"])[0]
-        lines = [(line, "black") for line in textwrap.wrap(captions[index], width)[:3]]
+        lines = [(line, (0, 0, 160)) for line in textwrap.wrap(prompts[index], width)[:2]]
+        lines += [(line, "black") for line in textwrap.wrap(captions[index], width)[:3]]
         if captions[index] != reference:
             lines += [(line, (200, 0, 0)) for line in textwrap.wrap("reference: " + reference, width)[:3]]
         for number, (line, colour) in enumerate(lines):
-            draw.text((x + 8, y + thumb + 10 + 12 * number), line, fill=colour)
+            draw.text((x + 8, y + thumb + 10 + 14 * number), line, fill=colour, font=font)
     return sheet
 
 
@@ -57,8 +87,9 @@ def write_examples(folder: str, dataset, captions, count: int) -> None:
     """A few evaluation images with their generated captions, for the model card's widget and examples table."""
     os.makedirs(folder, exist_ok=True)
     examples = []
-    for index in range(min(count, len(captions))):
-        name = f"example_{index}.png"
+    captioned = [index for index, prompt in enumerate(prompts_of(dataset)[: len(captions)]) if not prompt]
+    for number, index in enumerate(captioned[:count]):
+        name = f"example_{number}.png"
         load_image(dataset[index]["image"]).save(os.path.join(folder, name))
         reference = as_caption_list(dataset[index]["captions"])[0]
         examples.append(

@@ -14,6 +14,10 @@ overlap, otherwise vertical; all four of left of / right of / above / below occu
 Objects sit in the cells of a 4×4 grid (with a little jitter), one object per cell. Splits: `train`, `validation`,
 `test` (new scenes, every colour–shape combination seen in training) and `test_unseen` (every scene holds a
 colour–shape combination that never occurs in training, so memorising combinations cannot pass).
+
+`builtin:shapes-vqa` is the same scenes with visual questions beside the captions (`shapes_vqa` below): counts,
+colour, shape, size, relation and yes/no existence, with one- or two-word answers, asked as
+"Question: how many red circles are there? Answer:".
 """
 
 import random
@@ -69,6 +73,12 @@ def caption_for(groups) -> str:
     """groups: [(count, size, colour, shape, cells)], cells as (column, row); see the module docstring."""
     if len(groups) == 1:
         return describe_group(*groups[0][:4])
+    first, relation, second = relation_of(groups)
+    return f"{describe_group(*first[:4])} {relation} {describe_group(*second[:4])}"
+
+
+def relation_of(groups) -> tuple:
+    """(group mentioned first, "left of" / "right of" / "above" / "below", the other group) for two groups."""
     first, second = groups
     columns = [{column for column, _ in group[4]} for group in groups]
     horizontal = max(columns[0]) < min(columns[1]) or max(columns[1]) < min(columns[0])
@@ -83,10 +93,11 @@ def caption_for(groups) -> str:
         first, second = second, first
     before = position(first) < position(second)
     relation = ("left of" if before else "right of") if horizontal else ("above" if before else "below")
-    return f"{describe_group(*first[:4])} {relation} {describe_group(*second[:4])}"
+    return first, relation, second
 
 
-def make_scene(rng: random.Random, image_size: int, combinations) -> tuple[Image.Image, str]:
+def make_scene(rng: random.Random, image_size: int, combinations) -> tuple[Image.Image, list]:
+    """An image and its groups, [(count, size, colour, shape, cells)]."""
     layout = rng.choice(GROUP_LAYOUTS)
     kinds = rng.sample(combinations, len(layout))  # distinct colour-shape per group
     sizes = [rng.choice(list(SIZES)) for _ in layout]
@@ -119,30 +130,39 @@ def make_scene(rng: random.Random, image_size: int, combinations) -> tuple[Image
             )
             draw_shape(draw, shape, centre, radius, COLOURS[colour])
         groups.append((count, size, colour, shape, group_cells))
-    return image, caption_for(groups)
+    return image, groups
 
 
-def make_split(size: int, seed: int, image_size: int, unseen: bool, name: str = "") -> datasets.Dataset:
+def make_scenes(size: int, seed: int, image_size: int, unseen: bool, name: str = "") -> list:
+    """`size` scenes as (image, groups); the same seed always draws the same scenes."""
     rng = random.Random(seed)
     seen = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in UNSEEN_COMBINATIONS]
-    images, captions = [], []
+    scenes = []
     progress = tqdm(total=size, desc=f"drawing {name} scenes", unit="scene", disable=size < 2000)
-    while len(images) < size:
+    while len(scenes) < size:
         if unseen:
             # At least one group is a held-out combination; the other may be anything.
             held_out = rng.choice(sorted(UNSEEN_COMBINATIONS))
             others = [combo for combo in seen + sorted(UNSEEN_COMBINATIONS) if combo != held_out]
-            image, caption = make_scene(rng, image_size, [held_out] + others)
-            if not any(f"{colour} {shape}" in caption for colour, shape in UNSEEN_COMBINATIONS):
+            image, groups = make_scene(rng, image_size, [held_out] + others)
+            if not any(group[2:4] in UNSEEN_COMBINATIONS for group in groups):
                 continue
         else:
-            image, caption = make_scene(rng, image_size, seen)
-        images.append(image)
-        captions.append([caption])
+            image, groups = make_scene(rng, image_size, seen)
+        scenes.append((image, groups))
         progress.update()
     progress.close()
+    return scenes
+
+
+def make_split(size: int, seed: int, image_size: int, unseen: bool, name: str = "") -> datasets.Dataset:
+    scenes = make_scenes(size, seed, image_size, unseen, name)
     features = datasets.Features({"image": datasets.Image(), "captions": datasets.Sequence(datasets.Value("string"))})
-    return datasets.Dataset.from_dict({"image": images, "captions": captions}, features=features)
+    rows = {"image": [image for image, _ in scenes], "captions": [[caption_for(groups)] for _, groups in scenes]}
+    return datasets.Dataset.from_dict(rows, features=features)
+
+
+SPLIT_SEEDS = {"train": 0, "validation": 1, "test": 2, "test_unseen": 3}  # added to the seed
 
 
 def load_shapes_dataset(
@@ -151,9 +171,143 @@ def load_shapes_dataset(
     """The built-in dataset as a DatasetDict; the same seed always gives the same scenes."""
     return datasets.DatasetDict(
         {
-            "train": make_split(train_size, seed, image_size, unseen=False, name="train"),
-            "validation": make_split(eval_size, seed + 1, image_size, unseen=False, name="validation"),
-            "test": make_split(eval_size, seed + 2, image_size, unseen=False, name="test"),
-            "test_unseen": make_split(eval_size, seed + 3, image_size, unseen=True, name="test_unseen"),
+            split: make_split(
+                train_size if split == "train" else eval_size, seed + offset, image_size, split == "test_unseen", split
+            )
+            for split, offset in SPLIT_SEEDS.items()
         }
     )
+
+
+# --- visual questions about the same scenes (builtin:shapes-vqa) ---------------------------------------------------
+QUESTION_TYPES = ("count", "colour", "shape", "size", "relation", "yesno")
+NUMBER_WORDS = {1: "one", 2: "two", 3: "three"}
+INVERSE_RELATION = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+
+
+def question_prompt(question: str) -> str:
+    return f"Question: {question} Answer:"
+
+
+def article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def plural(shape: str, count: int) -> str:
+    return shape if count == 1 else f"{shape}es" if shape == "cross" else f"{shape}s"
+
+
+def questions_about(groups, rng: random.Random, allowed_combinations) -> list[tuple[str, str, str, tuple]]:
+    """Every question this scene answers unambiguously: (type, question, answer, the colour-shape it is about).
+
+    `allowed_combinations` are the colour-shape pairs a "no" question may name (training never names held-out ones).
+    """
+    questions = []
+    shapes = [group[3] for group in groups]
+    colours = [group[2] for group in groups]
+    for count, size, colour, shape, _ in groups:
+        about = (colour, shape)
+        things, verb = plural(shape, count), "is" if count == 1 else "are"
+        questions.append(("count", f"how many {colour} {plural(shape, 2)} are there?", NUMBER_WORDS[count], about))
+        questions.append(("size", f"what size {verb} the {colour} {things}?", size, about))
+        if shapes.count(shape) == 1:
+            questions.append(("colour", f"what colour {verb} the {things}?", colour, about))
+        if colours.count(colour) == 1:
+            objects = "object" if count == 1 else "objects"
+            questions.append(("shape", f"what shape {verb} the {colour} {objects}?", shape, about))
+        questions.append(("yesno", f"is there {article(colour)} {colour} {shape}?", "yes", about))
+    absent = [combo for combo in allowed_combinations if combo not in {group[2:4] for group in groups}]
+    # Half the "no" questions name a present colour or shape, so that colour alone or shape alone cannot answer.
+    near = [combo for combo in absent if combo[0] in colours or combo[1] in shapes]
+    colour, shape = rng.choice(near if near and rng.random() < 0.5 else absent)
+    questions.append(("yesno", f"is there {article(colour)} {colour} {shape}?", "no", (colour, shape)))
+    if len(groups) == 2:
+        first, relation, second = relation_of(groups)
+        for subject, word, other in ((first, relation, second), (second, INVERSE_RELATION[relation], first)):
+            question = f"what is {word} the {other[2]} {plural(other[3], other[0])}?"
+            questions.append(("relation", question, f"{subject[2]} {plural(subject[3], subject[0])}", subject[2:4]))
+    return questions
+
+
+def pick_questions(questions, rng: random.Random, prefer=frozenset()) -> list:
+    """One question of each type the scene has; among a type's questions, those about a `prefer`red colour-shape
+    pair first (test_unseen asks about the held-out pair)."""
+    by_type = {}
+    for question in questions:
+        by_type.setdefault(question[0], []).append(question)
+    chosen = []
+    for kind in [kind for kind in QUESTION_TYPES if kind in by_type]:
+        preferred = [question for question in by_type[kind] if question[3] in prefer]
+        chosen.append(rng.choice(preferred or by_type[kind]))
+    return chosen
+
+
+TRAIN_QUESTIONS_PER_SCENE = 3
+
+
+def make_vqa_training_split(size: int, seed: int, image_size: int, caption_share: float) -> datasets.Dataset:
+    """One row per training scene carrying several tasks (`prompt` and `captions` as aligned lists): the caption
+    (empty prompt) and TRAIN_QUESTIONS_PER_SCENE questions of different types; the caption is listed often enough
+    that `caption_share` of training's draws (one task per row and epoch) are captions."""
+    if not 0 < caption_share < 1:
+        raise ValueError(f"caption_share={caption_share}: a share strictly between 0 and 1")
+    copies = max(1, round(TRAIN_QUESTIONS_PER_SCENE * caption_share / (1 - caption_share)))
+    scenes = make_scenes(size, seed, image_size, unseen=False, name="train")
+    rng = random.Random(f"questions-{seed}")  # its own stream: the scenes are those of builtin:shapes
+    seen = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in UNSEEN_COMBINATIONS]
+    rows = {"image": [], "prompt": [], "captions": []}
+    for image, groups in scenes:
+        questions = pick_questions(questions_about(groups, rng, seen), rng)
+        questions = rng.sample(questions, min(TRAIN_QUESTIONS_PER_SCENE, len(questions)))
+        rows["image"].append(image)
+        rows["prompt"].append([""] * copies + [question_prompt(question) for _, question, _, _ in questions])
+        rows["captions"].append([caption_for(groups)] * copies + [answer for _, _, answer, _ in questions])
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "prompt": datasets.Sequence(datasets.Value("string")),
+            "captions": datasets.Sequence(datasets.Value("string")),
+        }
+    )
+    return datasets.Dataset.from_dict(rows, features=features)
+
+
+def make_vqa_split(size: int, seed: int, image_size: int, unseen: bool, name: str = "") -> datasets.Dataset:
+    """An evaluation split's scenes, each as a caption row (empty prompt) and one question row per question type the
+    scene has. Columns: image, prompt, captions (the target: caption or answer), question_type ("caption" for
+    caption rows)."""
+    scenes = make_scenes(size, seed, image_size, unseen, name)
+    rng = random.Random(f"questions-{seed}")  # its own stream: the scenes are those of builtin:shapes
+    allowed = [(c, s) for c in COLOURS for s in SHAPES]
+    prefer = UNSEEN_COMBINATIONS if unseen else frozenset()
+    rows = {"image": [], "prompt": [], "captions": [], "question_type": []}
+    for image, groups in scenes:
+        rows["image"].append(image)
+        rows["prompt"].append("")
+        rows["captions"].append([caption_for(groups)])
+        rows["question_type"].append("caption")
+        for kind, question, answer, _ in pick_questions(questions_about(groups, rng, allowed), rng, prefer):
+            rows["image"].append(image)
+            rows["prompt"].append(question_prompt(question))
+            rows["captions"].append([answer])
+            rows["question_type"].append(kind)
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "prompt": datasets.Value("string"),
+            "captions": datasets.Sequence(datasets.Value("string")),
+            "question_type": datasets.Value("string"),
+        }
+    )
+    return datasets.Dataset.from_dict(rows, features=features)
+
+
+def load_shapes_vqa_dataset(
+    train_size: int = 20000, eval_size: int = 500, image_size: int = 64, seed: int = 0, caption_share: float = 0.5
+) -> datasets.DatasetDict:
+    """builtin:shapes-vqa: the scenes of `load_shapes_dataset` (same seed, same scenes), questions beside captions."""
+    splits = {"train": make_vqa_training_split(train_size, seed + SPLIT_SEEDS["train"], image_size, caption_share)}
+    for split, offset in SPLIT_SEEDS.items():
+        if split != "train":
+            splits[split] = make_vqa_split(eval_size, seed + offset, image_size, split == "test_unseen", split)
+    return datasets.DatasetDict(splits)

@@ -22,6 +22,11 @@ def test_quick_benchmark_prints_a_table_and_json(tmp_path):
     for measure in ("default_train_samples_per_s", "frozen_cached_eager_train_samples_per_s", "plain_captions_per_s"):
         assert report["results"][f"ours_{measure}"] > 0
     assert report["results"]["ours_greedy_identical_fp32"] is True
+    assert (
+        report["results"]["ours_prompted_captions_per_s"] > 0
+        and report["results"]["ours_prompted_loop_captions_per_s"] > 0
+    )
+    assert report["results"]["ours_prompted_identical_rows"] == 1.0  # prompted fast greedy = transformers' tokens
     for order in ("random", "grouped"):
         assert report["results"][f"ours_lengths_{order}_train_samples_per_s"] > 0
         assert 0 <= report["results"][f"ours_lengths_{order}_padding_share"] < 1

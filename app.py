@@ -1,10 +1,13 @@
-"""Demo page: caption an uploaded image. Ready for a Hugging Face Space (set VITGPT2_MODEL to a Hub id), or local:
+"""Demo page: caption an uploaded image, or ask a question about it. Ready for a Hugging Face Space (set
+VITGPT2_MODEL to a Hub id), or local:
 
 python app.py --model runs/default            # then open http://127.0.0.1:7860
 """
 
 import argparse
+import json
 import os
+from pathlib import Path
 
 import gradio as gr
 from transformers import pipeline
@@ -12,14 +15,31 @@ from transformers import pipeline
 DEFAULT_MODEL = os.environ.get("VITGPT2_MODEL", "runs/default")
 
 
+def example_images(model: str) -> list[str]:
+    """The test scenes a trained or exported model carries in examples/ (train.py and export write them), to click
+    on the page; none if the model has none or the Hub cannot be reached."""
+    folder = Path(model)
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(model, allow_patterns=["examples/*"]))
+        except Exception:  # offline, private or missing repo: the page works without examples
+            return []
+    listed = folder / "examples" / "examples.json"
+    if not listed.is_file():
+        return []
+    return [str(folder / example["file"]) for example in json.loads(listed.read_text())]
+
+
 def build_demo(model: str) -> gr.Blocks:
     captioner = pipeline("image-to-text", model=model, trust_remote_code=True)
 
-    def caption(path, num_beams, max_new_tokens):
+    def caption(path, prompt, num_beams, max_new_tokens):
         if not path:
             return None, "Upload an image first."
         try:
-            output = captioner(path, num_beams=int(num_beams), max_new_tokens=int(max_new_tokens))
+            output = captioner(path, prompt=prompt, num_beams=int(num_beams), max_new_tokens=int(max_new_tokens))
         except ValueError as error:  # the processor names what it could not read
             name = os.path.basename(path)
             return None, f"Could not read {name} as an image: {str(error).split(': ', 1)[-1]}"
@@ -30,13 +50,27 @@ def build_demo(model: str) -> gr.Blocks:
         with gr.Row():
             with gr.Column():
                 upload = gr.File(label="Image", file_count="single", type="filepath", elem_id="upload")
+                prompt = gr.Textbox(
+                    label="Prompt (optional)", placeholder="Question: what colour is the square? Answer:",
+                    elem_id="prompt",
+                )  # fmt: skip
                 num_beams = gr.Slider(1, 8, value=1, step=1, label="Beam size (1 = greedy)")
                 max_new_tokens = gr.Slider(4, 64, value=32, step=1, label="Maximum caption length (tokens)")
                 button = gr.Button("Caption", variant="primary", elem_id="caption-button")
             with gr.Column():
                 preview = gr.Image(label="Your image", type="filepath", interactive=False)
                 result = gr.Textbox(label="Caption", elem_id="caption", interactive=False)
-        button.click(caption, [upload, num_beams, max_new_tokens], [preview, result])
+        button.click(caption, [upload, prompt, num_beams, max_new_tokens], [preview, result])
+        examples = example_images(model)
+        if examples:
+            gr.Examples(
+                examples=[[path, ""] for path in examples],
+                inputs=[upload, prompt],
+                label="Or click a test scene",
+                elem_id="examples",
+                example_labels=[f"scene {number + 1}" for number in range(len(examples))],
+                cache_examples=False,
+            )
     return demo
 
 

@@ -90,3 +90,27 @@ def test_a_non_image_upload_gets_a_readable_message(app_url, tmp_path):
     path.write_text("this is not a picture")
     message = caption_in_browser(app_url, str(path))
     assert message.startswith("Could not read notes.txt as an image")
+
+
+def test_click_an_example_scene_and_caption_it(app_url, short_run):
+    """The page offers the test scenes the model folder carries; one click loads one, as an upload would."""
+    import json
+
+    from transformers import pipeline
+
+    examples = json.loads((short_run[0] / "examples" / "examples.json").read_text())
+    first = str(short_run[0] / examples[0]["file"])
+    expected = pipeline("image-to-text", model=str(short_run[0]), trust_remote_code=True)(first)[0]["generated_text"]
+    with need_module("playwright.sync_api").sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page()
+        page.goto(app_url)
+        scenes = page.locator("#examples").get_by_text("scene 1", exact=True)
+        scenes.click()
+        page.wait_for_timeout(500)
+        page.locator("#caption-button").click()
+        box = page.locator("#caption textarea")
+        page.wait_for_function("element => element.value.length > 0", arg=box.element_handle(), timeout=60000)
+        text = box.input_value()
+        browser.close()
+    assert text == expected == examples[0]["caption"]

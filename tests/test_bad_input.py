@@ -130,3 +130,36 @@ def test_cli_help_explains():
     assert result.returncode == 0
     for words in ("--model", "--json", "PATH<TAB>caption", "exit status"):
         assert words in result.stdout
+
+
+def test_image_urls_are_fetched_and_a_dead_one_reports_its_http_status():
+    """A loopback HTTP server: a real PNG, a 404, and a page that is not an image."""
+    import http.server
+    import threading
+
+    png = io.BytesIO()
+    distinct_images(1)[0].save(png, format="PNG")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = {"/ok.png": png.getvalue(), "/page.html": b"<html>not a picture</html>"}.get(self.path)
+            self.send_response(200 if body else 404)
+            self.end_headers()
+            self.wfile.write(body or b"no such picture")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert load_image(f"{base}/ok.png").getpixel((0, 0)) == distinct_images(1)[0].getpixel((0, 0))
+        with pytest.raises(ImageLoadError, match=r"gone\.png: could not download \(HTTP 404"):
+            load_image(f"{base}/gone.png")
+        with pytest.raises(ImageLoadError, match=r"page\.html: not an image file"):
+            load_image(f"{base}/page.html")
+    finally:
+        server.shutdown()
+    with pytest.raises(ImageLoadError, match="could not download"):
+        load_image(f"{base}/ok.png")  # the server is gone: a network error, named

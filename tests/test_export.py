@@ -164,3 +164,32 @@ def test_export_refuses_a_folder_that_is_not_ours(gpt2_dir, tmp_path):
         capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 1 and "missing" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_export_works_from_an_installed_wheel(short_run, tmp_path):
+    """`pip install .` installs a wheel, not this checkout: the model card template must travel inside it."""
+    from conftest import REPO
+
+    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", wheels, REPO], check=True, timeout=300)
+    wheel = next(wheels.glob("vitgpt2-*.whl"))
+    subprocess.run([*pip, "install", "--no-deps", "--target", site, wheel], check=True, timeout=300)
+    script = textwrap.dedent(
+        """
+        import sys
+        site, checkpoint, out = sys.argv[1:]
+        sys.path.insert(0, site)
+        import modeling_vitgpt2
+        assert modeling_vitgpt2.__file__.startswith(site), modeling_vitgpt2.__file__  # the wheel, not the repo
+        from modeling_vitgpt2.cli import main
+        sys.exit(main(["export", checkpoint, out]))
+        """
+    )
+    out = tmp_path / "hub"
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(site), str(short_run[0]), str(out)], cwd=tmp_path, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "library_name: transformers" in (out / "README.md").read_text()

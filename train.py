@@ -452,7 +452,7 @@ def main():
         """Caption metrics over the examples without a prompt, answer accuracy over those with one."""
         data = evaluation[split]
         references, prompts = references_of(data), prompts_of(data)
-        types = data["question_type"] if "question_type" in data.column_names else None
+        types = list(data["question_type"]) if "question_type" in data.column_names else None
 
         def compute_metrics(prediction):
             texts = processor.batch_decode(prediction.predictions)

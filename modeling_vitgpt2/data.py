@@ -28,14 +28,14 @@ class DatasetError(ValueError):
     """A dataset that cannot be trained on; raised at start-up with what is wrong."""
 
 
-def _load_raw(name: str, config: str | None, streaming: bool, seed: int, builtin_sizes: dict, image_column=None):
+def _load_raw(name: str, config: str | None, streaming: bool, seed: int, builtin: dict, image_column=None):
     if name in (BUILTIN, BUILTIN_VQA):
         from .shapes_dataset import load_shapes_dataset, load_shapes_vqa_dataset
 
+        sizes = {"train_size": builtin["train_size"], "eval_size": builtin["eval_size"]}
         if name == BUILTIN:
-            builtin_sizes.pop("caption_share")
-        load = load_shapes_dataset if name == BUILTIN else load_shapes_vqa_dataset
-        return _streamed(load(seed=seed, **builtin_sizes), streaming)
+            return _streamed(load_shapes_dataset(seed=seed, **sizes), streaming)
+        return _streamed(load_shapes_vqa_dataset(seed=seed, caption_share=builtin["caption_share"], **sizes), streaming)
     if name.endswith((".jsonl", ".json", ".csv")):
         if not os.path.isfile(name):
             raise DatasetError(f"--dataset {name}: no such file")
@@ -92,12 +92,12 @@ def _pick_column(columns, wanted: str | None, guesses, what: str, source: str) -
 def load_caption_dataset(args, seed: int = 0):
     """The dataset named by `args.dataset` with the columns `image` (undecoded), `captions` (str or list) and, for
     prompted data, `prompt` (and `question_type` where the data has it)."""
-    builtin_sizes = {
+    builtin = {
         "train_size": args.builtin_train_size,
         "eval_size": args.builtin_eval_size,
         "caption_share": args.builtin_caption_share,
     }
-    dataset = _load_raw(args.dataset, args.dataset_config, args.streaming, seed, builtin_sizes, args.image_column)
+    dataset = _load_raw(args.dataset, args.dataset_config, args.streaming, seed, builtin, args.image_column)
     if args.train_split not in dataset:
         raise DatasetError(f"--dataset {args.dataset}: no split {args.train_split!r}; the splits are {list(dataset)}")
     columns = dataset[args.train_split].column_names

@@ -37,6 +37,12 @@ _CACHE_ARGUMENT = "cache" if "cache" in inspect.signature(GPT2Block.forward).par
 _DEFAULT_SETTINGS = GenerationConfig().to_dict()  # what "changed" is measured against, once rather than per call
 
 
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.LongTensor:
+    """Position ids that skip padding (0 on padded positions), as transformers' generate() derives them: a padded
+    prompt then sits at the same positions as the same prompt alone."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 def can_decode_fast(language_model, generation_config: GenerationConfig, model_kwargs: dict, context_length: int):
     """Whether this call is plain greedy decoding that `greedy_decode` reproduces exactly."""
     changed = {
@@ -143,7 +149,7 @@ class GreedyDecoder:
             self.context.copy_(context)
             if self.padded:
                 self.real_keys[:, : self.context_length].copy_(mask.bool())
-                self.context_positions.copy_((mask.long().cumsum(-1) - 1).clamp(min=0))
+                self.context_positions.copy_(positions_from_mask(mask))
                 self.context_lengths.copy_(mask.long().sum(-1, keepdim=True))
             if self.graphs is None:
                 for index in range(self.max_new_tokens):

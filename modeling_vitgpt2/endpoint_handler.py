@@ -49,7 +49,8 @@ class EndpointHandler:
         parameters = data.get("parameters") or {}
         if not isinstance(parameters, dict):
             return {"error": f"'parameters' must be an object of generation settings, got {type(parameters).__name__}"}
-        prompt = parameters.pop("prompt", None) if "prompt" in parameters else None
+        parameters = dict(parameters)  # the prompt is taken out; the caller's request stays as sent
+        prompt = parameters.pop("prompt", None)
         if prompt is not None and not isinstance(prompt, str):
             return {"error": f"'prompt' must be a string, got {type(prompt).__name__}"}
         unknown = set(parameters) - ALLOWED_PARAMETERS

@@ -23,7 +23,7 @@ from transformers import (
 from transformers.modeling_outputs import BaseModelOutputWithPooling, CausalLMOutputWithCrossAttentions
 
 from .configuration_vitgpt2 import VitGpt2Config
-from .decoding_vitgpt2 import can_decode_fast, greedy_decode
+from .decoding_vitgpt2 import can_decode_fast, greedy_decode, positions_from_mask
 from .pipeline_vitgpt2 import TASK, VitGpt2CaptioningPipeline
 
 # Keys Seq2SeqTrainer (and users copying a training batch) pass to generate() that describe the target: never read.
@@ -91,12 +91,6 @@ class VitGpt2PreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flash_attn_2 = True
     _supports_cache_class = True
-
-
-def positions_from_mask(attention_mask: torch.Tensor) -> torch.LongTensor:
-    """Position ids that skip padding (0 on padded positions), as transformers' generate() derives them: a padded
-    prompt then sits at the same positions as the same prompt alone."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
@@ -235,9 +229,7 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
             hidden_states=output.hidden_states if output_hidden_states else None,
             attentions=output.attentions if output_attentions else None,
         )
-        return (
-            features if (return_dict if return_dict is not None else self.config.return_dict) else features.to_tuple()
-        )
+        return self._as_requested(features, return_dict)
 
     def _with_prompt(self, prefix, input_ids=None, attention_mask=None, inputs_embeds=None):
         """[image prefix, prompt] embeddings and their attention mask; a prompt of no tokens leaves the prefix alone."""
@@ -321,7 +313,10 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
             inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, labels=labels, return_dict=True,
             **kwargs,
         )  # fmt: skip
-        output = VitGpt2CausalLMOutput(**output, image_outputs=image_outputs)
+        return self._as_requested(VitGpt2CausalLMOutput(**output, image_outputs=image_outputs), return_dict)
+
+    def _as_requested(self, output, return_dict: bool | None):
+        """The output object, or its tuple when `return_dict` (else the config's) says so."""
         return output if (return_dict if return_dict is not None else self.config.return_dict) else output.to_tuple()
 
     @torch.no_grad()

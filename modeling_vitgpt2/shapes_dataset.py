@@ -43,6 +43,7 @@ GRID = 4
 BACKGROUND = (90, 90, 90)
 # One held-out shape per colour, each shape held out for some colour: every colour and shape is still seen.
 UNSEEN_COMBINATIONS = frozenset((colour, SHAPES[(index * 2) % len(SHAPES)]) for index, colour in enumerate(COLOURS))
+SEEN_COMBINATIONS = tuple((c, s) for c in COLOURS for s in SHAPES if (c, s) not in UNSEEN_COMBINATIONS)
 GROUP_LAYOUTS = ((1,), (2,), (3,), (1, 1), (1, 2), (2, 1))  # objects per group: 1–3 objects in 1–2 groups
 
 
@@ -136,19 +137,18 @@ def make_scene(rng: random.Random, image_size: int, combinations) -> tuple[Image
 def make_scenes(size: int, seed: int, image_size: int, unseen: bool, name: str = "") -> list:
     """`size` scenes as (image, groups); the same seed always draws the same scenes."""
     rng = random.Random(seed)
-    seen = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in UNSEEN_COMBINATIONS]
     scenes = []
     progress = tqdm(total=size, desc=f"drawing {name} scenes", unit="scene", disable=size < 2000)
     while len(scenes) < size:
         if unseen:
             # At least one group is a held-out combination; the other may be anything.
             held_out = rng.choice(sorted(UNSEEN_COMBINATIONS))
-            others = [combo for combo in seen + sorted(UNSEEN_COMBINATIONS) if combo != held_out]
+            others = [combo for combo in SEEN_COMBINATIONS + tuple(sorted(UNSEEN_COMBINATIONS)) if combo != held_out]
             image, groups = make_scene(rng, image_size, [held_out] + others)
             if not any(group[2:4] in UNSEEN_COMBINATIONS for group in groups):
                 continue
         else:
-            image, groups = make_scene(rng, image_size, seen)
+            image, groups = make_scene(rng, image_size, SEEN_COMBINATIONS)
         scenes.append((image, groups))
         progress.update()
     progress.close()
@@ -254,10 +254,9 @@ def make_vqa_training_split(size: int, seed: int, image_size: int, caption_share
     copies = max(1, round(TRAIN_QUESTIONS_PER_SCENE * caption_share / (1 - caption_share)))
     scenes = make_scenes(size, seed, image_size, unseen=False, name="train")
     rng = random.Random(f"questions-{seed}")  # its own stream: the scenes are those of builtin:shapes
-    seen = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in UNSEEN_COMBINATIONS]
     rows = {"image": [], "prompt": [], "captions": []}
     for image, groups in scenes:
-        questions = pick_questions(questions_about(groups, rng, seen), rng)
+        questions = pick_questions(questions_about(groups, rng, SEEN_COMBINATIONS), rng)
         questions = rng.sample(questions, min(TRAIN_QUESTIONS_PER_SCENE, len(questions)))
         rows["image"].append(image)
         rows["prompt"].append([""] * copies + [question_prompt(question) for _, question, _, _ in questions])

@@ -34,6 +34,8 @@ _decoders: "weakref.WeakKeyDictionary[torch.nn.Module, OrderedDict]" = weakref.W
 _decoders_lock = threading.Lock()
 # transformers 5.24 renamed the blocks' `past_key_values` argument to `cache` (the old name warns until 5.40).
 _CACHE_ARGUMENT = "cache" if "cache" in inspect.signature(GPT2Block.forward).parameters else "past_key_values"
+# ... and GPT2LMHeadModel's argument and output field likewise.
+_LM_CACHE = "cache" if "cache" in inspect.signature(GPT2LMHeadModel.forward).parameters else "past_key_values"
 _DEFAULT_SETTINGS = GenerationConfig().to_dict()  # what "changed" is measured against, once rather than per call
 
 
@@ -247,3 +249,147 @@ class GreedyDecoder:
                         self._step(index)
                 graphs.append(graph)
         return graphs
+
+
+def ctc_greedy(ctc_log_probs: torch.Tensor, column_mask: torch.Tensor | None, blank: int) -> list[list[int]]:
+    """The CTC head's own reading: the best label per column, repeats merged, blanks dropped."""
+    best = ctc_log_probs.argmax(-1)
+    if column_mask is not None:
+        best = best.masked_fill(~column_mask.bool(), blank)
+    readings = []
+    for row in best.tolist():
+        reading, previous = [], blank
+        for label in row:
+            if label != blank and label != previous:
+                reading.append(label)
+            previous = label
+        readings.append(reading)
+    return readings
+
+
+class CTCPrefixScorer:
+    """Log-probability that the CTC head's columns spell a text starting with (or, for EOS, equal to) each prefix,
+    for every possible next token at once (Watanabe et al., 2017, "Hybrid CTC/attention"). Decoding adds it to
+    GPT-2's log-probabilities, so the text stays on what the columns show: it cannot skip a word, repeat one, run
+    past the line's end, or write anything where the columns show only blanks.
+
+    `ctc_log_probs` (batch, columns, vocabulary); columns where `column_mask` is 0 (batch padding) emit only blank.
+    """
+
+    def __init__(self, ctc_log_probs: torch.Tensor, column_mask: torch.Tensor | None, blank: int):
+        log_probs = ctc_log_probs.float()
+        if column_mask is not None:
+            padding = ~column_mask.bool().to(log_probs.device)
+            log_probs = log_probs.masked_fill(padding[..., None], float("-inf"))
+            log_probs[..., blank] = log_probs[..., blank].masked_fill(padding, 0.0)
+        self.log_probs = log_probs.transpose(0, 1)  # (columns, batch, vocabulary)
+        self.blank = blank
+        columns, batch, _ = self.log_probs.shape
+        # Forward variables of the prefix so far, ending in a label (n) or in blank (b): (columns, batch).
+        self.ending_label = torch.full((columns, batch), float("-inf"), device=log_probs.device)
+        self.ending_blank = self.log_probs[:, :, blank].cumsum(0)
+        self.prefix_score = torch.zeros(batch, device=log_probs.device)
+        self.last = torch.full((batch,), -1, dtype=torch.long, device=log_probs.device)
+        self._pending = None
+
+    def scores(self) -> torch.Tensor:
+        """(batch, vocabulary): log P(prefix + token ...) - log P(prefix ...); for the blank (EOS) position, the
+        score of ending here."""
+        log_probs, columns = self.log_probs, self.log_probs.shape[0]
+        total = torch.logaddexp(self.ending_label, self.ending_blank)  # (columns, batch)
+        # Mass from which a new label may start at the next column: a repeat of the last label needs a blank first.
+        start = total[:, :, None].expand(-1, -1, log_probs.shape[2]).clone()
+        repeat = (
+            torch.nn.functional.one_hot(self.last.clamp(min=0), log_probs.shape[2]).bool() & (self.last >= 0)[:, None]
+        )
+        start[:, repeat] = self.ending_blank[:, :, None].expand_as(start)[:, repeat]
+        new_label = torch.empty_like(log_probs)
+        new_blank = torch.empty_like(log_probs)
+        first = log_probs[0] if bool((self.last < 0).all()) else torch.where(
+            (self.last < 0)[:, None], log_probs[0], torch.full_like(log_probs[0], float("-inf"))
+        )  # fmt: skip
+        new_label[0], new_blank[0] = first, float("-inf")
+        for t in range(1, columns):
+            new_label[t] = torch.logaddexp(new_label[t - 1], start[t - 1]) + log_probs[t]
+            new_blank[t] = (
+                torch.logaddexp(new_blank[t - 1], new_label[t - 1]) + log_probs[t, :, self.blank : self.blank + 1]
+            )
+        prefix = torch.logsumexp(torch.cat([first[None], start[:-1] + log_probs[1:]], dim=0), dim=0)
+        prefix[:, self.blank] = torch.logaddexp(total[-1], total[-1].new_tensor(float("-inf")))  # ending here
+        self._pending = (new_label, new_blank, prefix)
+        return prefix - self.prefix_score[:, None]
+
+    def advance(self, tokens: torch.Tensor) -> None:
+        """Keep the forward variables of the chosen `tokens` (batch,) from the last `scores()` call."""
+        new_label, new_blank, prefix = self._pending
+        index = tokens[None, :, None].expand(new_label.shape[0], -1, 1)
+        self.ending_label = new_label.gather(2, index)[..., 0]
+        self.ending_blank = new_blank.gather(2, index)[..., 0]
+        self.prefix_score = prefix.gather(1, tokens[:, None])[:, 0]
+        self.last = tokens
+
+
+def repeated_tail(tokens: list[int], min_span: int) -> int:
+    """Length of the span the sequence ends with twice in a row (the longest, at least `min_span`), else 0."""
+    for span in range(len(tokens) // 2, min_span - 1, -1):
+        if tokens[-span:] == tokens[-2 * span : -span]:
+            return span
+    return 0
+
+
+@torch.no_grad()
+def ctc_guided_decode(
+    language_model: GPT2LMHeadModel,
+    context: torch.Tensor,
+    mask: torch.Tensor,
+    scorer: CTCPrefixScorer,
+    max_new_tokens: int,
+    eos: int,
+    pad: int,
+    ctc_weight: float,
+    min_repeat: int = 10,
+) -> torch.Tensor:
+    """Greedy decoding on (1 - ctc_weight) x GPT-2's log-probabilities + ctc_weight x the CTC prefix score. A text
+    that ends with the same span of `min_repeat` or more tokens twice in a row stops there, the second copy
+    dropped (a loop is never written out). Returns new token ids (batch, new tokens), padded after EOS."""
+    batch, device = context.shape[0], context.device
+    output = language_model(
+        inputs_embeds=context, attention_mask=mask, position_ids=positions_from_mask(mask), use_cache=True,
+        logits_to_keep=1,
+    )  # fmt: skip
+    cache, logits = getattr(output, _LM_CACHE), output.logits[:, -1]
+    next_position = mask.long().sum(-1, keepdim=True)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    written = [[] for _ in range(batch)]
+    for step in range(max_new_tokens):
+        scores = logits.float().log_softmax(-1)
+        if ctc_weight:
+            scores = (1 - ctc_weight) * scores + ctc_weight * scorer.scores()
+        tokens = torch.where(finished, torch.full_like(finished, eos, dtype=torch.long), scores.argmax(-1))
+        for row, token in enumerate(tokens.tolist()):
+            if finished[row]:
+                continue
+            if token == eos:
+                finished[row] = True
+                continue
+            written[row].append(token)
+            span = repeated_tail(written[row], min_repeat)
+            if span:
+                del written[row][-span:]
+                finished[row] = True
+        if bool(finished.all()) or step == max_new_tokens - 1:
+            break
+        if ctc_weight:
+            scorer.advance(tokens)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        output = language_model(
+            input_ids=tokens[:, None], attention_mask=mask, position_ids=next_position + step, use_cache=True,
+            **{_LM_CACHE: cache},
+        )  # fmt: skip
+        cache, logits = getattr(output, _LM_CACHE), output.logits[:, -1]
+    length = max(len(row) for row in written) + 1  # room for EOS, as generate() returns it
+    result = torch.full((batch, length), pad, dtype=torch.long, device=device)
+    for row, tokens in enumerate(written):
+        result[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long, device=device)
+        result[row, len(tokens)] = eos
+    return result

@@ -57,15 +57,15 @@ class EndpointHandler:
         if unknown:
             allowed = sorted(ALLOWED_PARAMETERS | {"prompt"})
             return {"error": f"unsupported parameters {sorted(unknown)}; allowed: {allowed}"}
-        pixel_values = []
+        images = []
         for index, item in enumerate(items):
             try:
-                image = self._decode(item, index)
-                pixel_values.append(self.processor(images=image, return_tensors="pt")["pixel_values"])
+                images.append(self.processor.load_image(self._decode(item, index)))  # errors name the input
             except (ValueError, OSError) as error:  # the processor's ImageLoadError is a ValueError
                 message = str(error)
                 return {"error": message if message.startswith("inputs[") else f"inputs[{index}]: {message}"}
-        prompts = self.processor(text=[prompt] * len(pixel_values)) if prompt else {}
+        # One call for the batch: a reader's lines of different widths are padded together (with a pixel_mask).
+        inputs = self.processor(images=images, text=[prompt] * len(images) if prompt else None, return_tensors="pt")
         with torch.inference_mode():
-            ids = self.model.generate(pixel_values=torch.cat(pixel_values), **prompts, **parameters)
+            ids = self.model.generate(**inputs, **parameters)
         return [{"generated_text": text} for text in self.processor.batch_decode(ids, skip_special_tokens=True)]

@@ -14,6 +14,7 @@ from torch import nn
 from transformers import (
     AutoConfig,
     CLIPVisionModelWithProjection,
+    ConvNextModel,
     GenerationMixin,
     GPT2LMHeadModel,
     PreTrainedModel,
@@ -23,7 +24,7 @@ from transformers import (
 from transformers.modeling_outputs import BaseModelOutputWithPooling, CausalLMOutputWithCrossAttentions
 
 from .configuration_vitgpt2 import VitGpt2Config
-from .decoding_vitgpt2 import can_decode_fast, greedy_decode, positions_from_mask
+from .decoding_vitgpt2 import CTCPrefixScorer, can_decode_fast, ctc_guided_decode, greedy_decode, positions_from_mask
 from .pipeline_vitgpt2 import TASK, VitGpt2CaptioningPipeline
 
 # Keys Seq2SeqTrainer (and users copying a training batch) pass to generate() that describe the target: never read.
@@ -36,6 +37,8 @@ def build_vision_tower(vision_config) -> PreTrainedModel:
         return CLIPVisionModelWithProjection(vision_config)
     if vision_config.model_type == "vit":
         return ViTModel(vision_config, add_pooling_layer=False)
+    if vision_config.model_type == "convnext":
+        return ConvNextModel(vision_config)
     return SiglipVisionModel(vision_config)
 
 
@@ -54,7 +57,11 @@ def load_vision_tower(name_or_path, **kwargs) -> PreTrainedModel:
         return ViTModel.from_pretrained(name_or_path, add_pooling_layer=False, **kwargs)
     if model_type in ("siglip", "siglip_vision_model"):
         return SiglipVisionModel.from_pretrained(name_or_path, **kwargs)
-    raise ValueError(f"{name_or_path}: vision checkpoint of type {model_type!r} is not supported (CLIP, ViT, SigLIP)")
+    if model_type == "convnext":
+        return ConvNextModel.from_pretrained(name_or_path, **kwargs)
+    raise ValueError(
+        f"{name_or_path}: vision checkpoint of type {model_type!r} is not supported (CLIP, ViT, SigLIP, ConvNeXt)"
+    )
 
 
 class VitGpt2Projector(nn.Module):
@@ -63,7 +70,7 @@ class VitGpt2Projector(nn.Module):
     def __init__(self, config: VitGpt2Config):
         super().__init__()
         out_features = config.text_config.n_embd * config.prefix_length
-        self.linear_1 = nn.Linear(config.vision_feature_size, config.projection_hidden_size)
+        self.linear_1 = nn.Linear(config.vision_feature_size * config.column_merge, config.projection_hidden_size)
         self.act = nn.GELU()
         self.linear_2 = nn.Linear(config.projection_hidden_size, out_features)
 
@@ -74,9 +81,11 @@ class VitGpt2Projector(nn.Module):
 @dataclass
 class VitGpt2CausalLMOutput(CausalLMOutputWithCrossAttentions):
     """GPT-2's output over [image prefix, prompt, target], and `image_outputs`: the vision tower's output with the
-    projected image features as `pooler_output` (None when the model was given cached vision features)."""
+    projected image features as `pooler_output` (None when the model was given cached vision features). A reader
+    with a CTC head also returns its `ctc_logits` (batch, columns, vocabulary); `loss` then includes its loss."""
 
     image_outputs: BaseModelOutputWithPooling | None = None
+    ctc_logits: torch.FloatTensor | None = None
 
 
 class VitGpt2PreTrainedModel(PreTrainedModel):
@@ -86,7 +95,7 @@ class VitGpt2PreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
-    _no_split_modules = ["CLIPEncoderLayer", "ViTLayer", "SiglipEncoderLayer", "GPT2Block"]
+    _no_split_modules = ["CLIPEncoderLayer", "ViTLayer", "SiglipEncoderLayer", "ConvNextLayer", "GPT2Block"]
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flash_attn_2 = True
@@ -101,6 +110,10 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.vision_tower = build_vision_tower(config.vision_config)
         self.projector = VitGpt2Projector(config)
+        # A reader's CTC head: one column of the line -> a character or blank (EOS, which never occurs inside text).
+        self.ctc_head = (
+            nn.Linear(config.vision_feature_size, config.text_config.vocab_size) if config.ctc_loss_weight else None
+        )
         self.language_model = GPT2LMHeadModel(config.text_config)
         self.language_model.loss_type = "ForCausalLM"  # its class name does not tell transformers 5 which loss
         self.post_init()
@@ -183,6 +196,9 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
 
     def _select_features(self, output) -> torch.Tensor:
         config, model_type = self.config, self.config.vision_config.model_type
+        if config.vision_feature == "columns":
+            feature_map = output.last_hidden_state  # (batch, channels, rows, columns)
+            return feature_map.permute(0, 3, 1, 2).flatten(2)  # (batch, columns, channels x rows)
         if config.vision_feature == "patch":
             patches = output.hidden_states[config.vision_feature_layer]
             return patches if model_type == "siglip_vision_model" else patches[:, 1:]  # drop [CLS]
@@ -199,6 +215,13 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
                 raise ValueError("pass pixel_values (images) or vision_features (cached vision tower output)")
             vision_features = self.get_vision_features(pixel_values)
         vision_features = vision_features.to(device=self.device, dtype=self.projector.linear_1.weight.dtype)
+        merge = self.config.column_merge
+        if merge > 1:
+            batch_size, columns, width = vision_features.shape
+            if columns % merge:
+                raise ValueError(f"{columns} columns do not split into groups of column_merge={merge}: pad the line "
+                                 "image to a multiple of the processor's width_multiple")  # fmt: skip
+            vision_features = vision_features.reshape(batch_size, columns // merge, merge * width)
         prefix = self.projector(vision_features)
         batch_size = prefix.shape[0]
         prefix = prefix.view(batch_size, -1, self.config.text_config.n_embd)
@@ -231,15 +254,26 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
         )
         return self._as_requested(features, return_dict)
 
-    def _with_prompt(self, prefix, input_ids=None, attention_mask=None, inputs_embeds=None):
-        """[image prefix, prompt] embeddings and their attention mask; a prompt of no tokens leaves the prefix alone."""
+    def prefix_mask(self, pixel_mask: torch.Tensor | None, prefix: torch.Tensor) -> torch.Tensor | None:
+        """Which prefix tokens belong to the line (1) rather than to the batch's padding (0), from the processor's
+        `pixel_mask` (batch, pixel columns) of line images padded to a common width; None: every token is real."""
+        if pixel_mask is None or self.config.vision_feature != "columns":
+            return None
+        pixels_per_token = self.config.column_width * self.config.column_merge
+        pixel_mask = pixel_mask.to(prefix.device).bool()
+        return pixel_mask.view(prefix.shape[0], prefix.shape[1], pixels_per_token).all(-1).long()
+
+    def _with_prompt(self, prefix, input_ids=None, attention_mask=None, inputs_embeds=None, prefix_mask=None):
+        """[image prefix, prompt] embeddings and their attention mask, padding moved in front of the image."""
         if input_ids is not None and inputs_embeds is not None:
             raise ValueError("pass the prompt as input_ids or as inputs_embeds, not both")
         mask = torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device)
+        if prefix_mask is not None:
+            mask = prefix_mask.to(device=prefix.device, dtype=mask.dtype)
         if inputs_embeds is None and input_ids is not None:
             inputs_embeds = self.get_input_embeddings()(input_ids.to(prefix.device))
         if inputs_embeds is None or inputs_embeds.shape[1] == 0:
-            return prefix, mask
+            return self._padding_first(prefix, mask)
         if inputs_embeds.shape[0] != prefix.shape[0]:
             raise ValueError(
                 f"{inputs_embeds.shape[0]} prompts for {prefix.shape[0]} images: give one prompt per image"
@@ -256,13 +290,17 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
             attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=prefix.device)
         embeds = torch.cat([prefix, inputs_embeds.to(device=prefix.device, dtype=prefix.dtype)], dim=1)
         mask = torch.cat([mask, attention_mask.to(device=prefix.device, dtype=mask.dtype)], dim=1)
-        if not mask.all():
-            # Padding goes first, before the image: the last position must be a real token (the prompt's end, or
-            # the image's for an empty prompt), since it predicts the first new one. Right-padded prompts work too.
-            order = torch.argsort(mask, dim=1, stable=True)
-            embeds = embeds.gather(1, order[..., None].expand_as(embeds))
-            mask = mask.gather(1, order)
-        return embeds, mask
+        return self._padding_first(embeds, mask)
+
+    @staticmethod
+    def _padding_first(embeds, mask):
+        """Padding goes first, before the image: the last position must be a real token (the prompt's end, or the
+        image's for an empty prompt), since it predicts the first new one. Right-padded prompts and the padding
+        columns of short lines batched with long ones move there too; the order of real tokens is kept."""
+        if mask.all():
+            return embeds, mask
+        order = torch.argsort(mask, dim=1, stable=True)
+        return embeds.gather(1, order[..., None].expand_as(embeds)), mask.gather(1, order)
 
     def forward(
         self,
@@ -274,6 +312,7 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
         inputs_embeds: torch.Tensor | None = None,
         vision_features: torch.Tensor | None = None,
         target_input_ids: torch.LongTensor | None = None,
+        pixel_mask: torch.Tensor | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> VitGpt2CausalLMOutput:
@@ -285,18 +324,22 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
             target_input_ids: what GPT-2 reads in the target's place while training (e.g. with some tokens replaced
                 by noise); by default the target itself.
             position_ids: over the whole sequence; by default counted over the attention mask, skipping padding.
+            pixel_mask: for text lines batched at one width, the pixel columns of each line (the processor's).
         """
         if kwargs.get("past_key_values") is not None or kwargs.get("cache") is not None:
             raise ValueError("forward() reads the image every call and takes no cache; generate() keeps one itself")
-        image_outputs = None
+        image_outputs = ctc_logits = None
         if vision_features is None:
             if pixel_values is None:
                 raise ValueError("pass pixel_values (images) or vision_features (cached vision tower output)")
             image_outputs = self.get_image_features(pixel_values, return_dict=True)
             prefix = image_outputs.pooler_output
+            if self.ctc_head is not None:
+                ctc_logits = self.ctc_head(self._select_features(image_outputs))
         else:
             prefix = self.get_image_prefix(vision_features=vision_features)
-        embeds, mask = self._with_prompt(prefix, input_ids, attention_mask, inputs_embeds)
+        prefix_mask = self.prefix_mask(pixel_mask, prefix)
+        embeds, mask = self._with_prompt(prefix, input_ids, attention_mask, inputs_embeds, prefix_mask)
         if labels is not None:
             labels = labels.to(prefix.device)
             in_target = labels != -100
@@ -313,7 +356,29 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
             inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, labels=labels, return_dict=True,
             **kwargs,
         )  # fmt: skip
-        return self._as_requested(VitGpt2CausalLMOutput(**output, image_outputs=image_outputs), return_dict)
+        output = VitGpt2CausalLMOutput(**output, image_outputs=image_outputs, ctc_logits=ctc_logits)
+        if ctc_logits is not None and output.loss is not None:
+            column_mask = None if pixel_mask is None else self.column_mask(pixel_mask, ctc_logits.shape[1])
+            ctc_loss = self._ctc_loss(ctc_logits, labels, column_mask)  # the prefix and prompt are -100 there
+            output.loss = output.loss + self.config.ctc_loss_weight * ctc_loss
+        return self._as_requested(output, return_dict)
+
+    def column_mask(self, pixel_mask: torch.Tensor, columns: int) -> torch.Tensor:
+        """Which feature-map columns belong to each line, from the processor's pixel-column mask."""
+        pixel_mask = pixel_mask.to(self.device).bool()
+        return pixel_mask.view(pixel_mask.shape[0], columns, self.config.column_width).all(-1)
+
+    def _ctc_loss(self, ctc_logits, labels, column_mask=None):
+        """CTC between the columns and the target's characters (EOS, the blank, and -100 left out)."""
+        blank = self.config.eos_token_id
+        in_target = (labels != -100) & (labels != blank)
+        log_probs = ctc_logits.float().log_softmax(-1).transpose(0, 1)  # (columns, batch, vocabulary)
+        columns = torch.full((labels.shape[0],), log_probs.shape[0], dtype=torch.long, device=labels.device)
+        if column_mask is not None:
+            columns = column_mask.sum(-1).to(labels.device)
+        return nn.functional.ctc_loss(
+            log_probs, labels[in_target], columns, in_target.sum(-1), blank=blank, zero_infinity=True
+        )
 
     def _as_requested(self, output, return_dict: bool | None):
         """The output object, or its tuple when `return_dict` (else the config's) says so."""
@@ -328,6 +393,8 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
         inputs_embeds=None,
         vision_features=None,
         generation_config=None,
+        pixel_mask=None,
+        ctc_weight=None,
         **kwargs,
     ):
         """New token ids after [image, prompt]: a caption without a prompt, the answer with one. Greedy, beam search or
@@ -337,6 +404,10 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
         `max_new_tokens`, counts new tokens only. Plain greedy decoding runs on preallocated keys/values and, on a
         GPU, replays CUDA graphs (`decoding_vitgpt2.py`); the tokens are the same as transformers' loop, which
         `cache_implementation="dynamic"` asks for and every other setting gets.
+
+        A reader (a model with a CTC head) decodes greedily with the CTC head's prefix score mixed in, with weight
+        `ctc_weight` (default: the config's `ctc_decoding_weight`; 0 turns it off), and stops a text that starts
+        repeating itself (decoding_vitgpt2.ctc_guided_decode).
         """
         for key in _TARGET_KEYS:
             kwargs.pop(key, None)
@@ -352,16 +423,44 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
         if "max_length" in kwargs and "max_new_tokens" not in kwargs:
             # As for encoder-decoder captioners, max_length counts generated tokens: the image and prompt are input.
             kwargs["max_new_tokens"] = kwargs.pop("max_length")
+        budget_given = generation_config is not None or "max_new_tokens" in kwargs
         generation_config = copy.deepcopy(
             generation_config if generation_config is not None else self.generation_config
         )
         model_kwargs = generation_config.update(**kwargs)  # returns the kwargs that are not generation settings
-        prefix = self.get_image_prefix(pixel_values, vision_features)
-        embeds, mask = self._with_prompt(prefix, input_ids, attention_mask, inputs_embeds)
+        ctc_weight = self.config.ctc_decoding_weight if ctc_weight is None else ctc_weight
+        # A reader decodes greedily in its own loop: the CTC prefix score (unless ctc_weight=0) and the repetition
+        # guard. Beams and sampling go to transformers' loop, without either.
+        guided = (
+            self.ctc_head is not None and vision_features is None
+            and (generation_config.num_beams or 1) == 1 and not generation_config.do_sample
+        )  # fmt: skip
+        if guided:
+            image_outputs = self.get_image_features(pixel_values, return_dict=True)
+            prefix = image_outputs.pooler_output
+            ctc_logits = self.ctc_head(self._select_features(image_outputs))
+        else:
+            prefix = self.get_image_prefix(pixel_values, vision_features)
+        embeds, mask = self._with_prompt(
+            prefix, input_ids, attention_mask, inputs_embeds, self.prefix_mask(pixel_mask, prefix)
+        )
         room = self.config.text_config.n_positions - embeds.shape[1]
         if generation_config.max_new_tokens is None or generation_config.max_new_tokens > room:
             generation_config.max_new_tokens = room  # GPT-2 has no positions beyond; the text ends there
         generation_config.max_length = None  # max_new_tokens wins anyway; this avoids a spurious clash warning
+        if guided:
+            column_mask = None if pixel_mask is None else self.column_mask(pixel_mask, ctc_logits.shape[1])
+            scorer = CTCPrefixScorer(ctc_logits.log_softmax(-1), column_mask, blank=self.config.eos_token_id)
+            pad = generation_config.pad_token_id
+            # A line holds at most one character per column: unless told otherwise, its width sets the budget.
+            columns = ctc_logits.shape[1] if column_mask is None else int(column_mask.sum(-1).max())
+            if not budget_given:
+                generation_config.max_new_tokens = min(room, columns + 1)
+            return ctc_guided_decode(
+                self.language_model, embeds, mask, scorer, generation_config.max_new_tokens,
+                eos=self.config.eos_token_id, pad=self.config.eos_token_id if pad is None else pad,
+                ctc_weight=ctc_weight,
+            )  # fmt: skip
         # Seq2SeqTrainer always passes synced_gpus; only True (ranks step together, ZeRO-3) needs transformers' loop.
         if not model_kwargs.get("synced_gpus"):
             model_kwargs.pop("synced_gpus", None)

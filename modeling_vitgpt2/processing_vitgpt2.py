@@ -10,6 +10,9 @@ import numpy as np
 import transformers
 from PIL import Image, UnidentifiedImageError
 from transformers import AutoImageProcessor, AutoTokenizer, BatchFeature, ProcessorMixin
+from transformers.image_processing_utils import BaseImageProcessor
+
+from .segmentation_vitgpt2 import line_images
 
 
 class ImageLoadError(ValueError):
@@ -101,6 +104,45 @@ def load_image(source, max_side: int = 2048) -> Image.Image:
         raise ImageLoadError(f"{name}: truncated or corrupt image ({error})") from error
 
 
+class VitGpt2LineImageProcessor(BaseImageProcessor):
+    """Text lines for a reader: grey, `height` px tall with the aspect ratio kept (a line wider than `max_width`
+    is narrowed to fit), right-padded with the line's own background, normalised to [-1, 1].
+
+    A batch has one width; `pixel_mask` (batch, width) marks each line's columns, up to 16 px past its text (a
+    multiple of 16). Every line gets at least `margin` px of background after that, which must cover the vision
+    tower's reach (ConvNeXt: 4 px per column x 3 columns per block x blocks, both sides), so a line reads the same
+    in any batch as alone.
+    """
+
+    model_input_names = ["pixel_values", "pixel_mask"]
+
+    def __init__(self, height: int = 32, max_width: int = 2048, margin: int = 72, width_multiple: int = 32, **kwargs):
+        super().__init__(**kwargs)
+        self.height, self.max_width, self.margin, self.width_multiple = height, max_width, margin, width_multiple
+
+    def preprocess(self, images, return_tensors="pt", **kwargs) -> BatchFeature:
+        images = images if isinstance(images, (list, tuple)) else [images]
+        lines, backgrounds, read_widths, widths = [], [], [], []
+        for image in images:
+            image = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+            image = image.convert("L")
+            width = max(1, min(round(image.width * self.height / image.height), self.max_width - self.margin))
+            line = np.asarray(image.resize((width, self.height), Image.BILINEAR, reducing_gap=2.0), np.float32)
+            border = np.concatenate([line[0], line[-1], line[:, 0], line[:, -1]])
+            lines.append(line)
+            backgrounds.append(float(np.median(border)))
+            read_widths.append(-(-(width + 16) // 16) * 16)
+            widths.append(-(-(width + self.margin) // self.width_multiple) * self.width_multiple)
+        pixels = np.empty((len(lines), 1, self.height, max(widths)), np.float32)
+        mask = np.zeros((len(lines), max(widths)), np.int64)
+        for index, (line, background, read_width) in enumerate(zip(lines, backgrounds, read_widths)):
+            pixels[index] = background
+            pixels[index, 0, :, : line.shape[1]] = line
+            mask[index, :read_width] = 1
+        pixels = (pixels / 255.0 - 0.5) / 0.5
+        return BatchFeature({"pixel_values": pixels, "pixel_mask": mask}, tensor_type=return_tensors)
+
+
 class VitGpt2Processor(ProcessorMixin):
     """`processor(images=..., text=prompt, text_target=caption)` → model inputs.
 
@@ -116,6 +158,8 @@ class VitGpt2Processor(ProcessorMixin):
         attributes = ["image_processor", "tokenizer"]
         image_processor_class = "AutoImageProcessor"
         tokenizer_class = "AutoTokenizer"
+
+    load_image = staticmethod(load_image)  # for callers that only have the processor (the Endpoints handler)
 
     def __init__(self, image_processor=None, tokenizer=None, **kwargs):
         if tokenizer.pad_token is None:
@@ -141,12 +185,25 @@ class VitGpt2Processor(ProcessorMixin):
             pixels = self.image_processor(
                 images, return_tensors=return_tensors, input_data_format="channels_last", **kwargs
             )
-            data["pixel_values"] = pixels["pixel_values"]
+            data.update(pixels)  # pixel_values, and a reader's pixel_mask
         if text is not None:
             data.update(self.tokenize_prompts(text, return_tensors=return_tensors))
         if text_target is not None:
             data.update(self.tokenize_targets(text_target, max_length=max_length, return_tensors=return_tensors))
         return BatchFeature(data=data, tensor_type=return_tensors)
+
+    @property
+    def reads_lines(self) -> bool:
+        """Whether this is a reader's processor (text lines in, their text out)."""
+        return isinstance(self.image_processor, VitGpt2LineImageProcessor)
+
+    def split_page(self, image) -> list[Image.Image]:
+        """A reader's input as its text lines, top to bottom: a page (two or more lines found) is cut into lines by
+        the projection-profile segmenter (segmentation_vitgpt2.py); an image with one line is kept whole; an image
+        with no ink at all has no lines."""
+        image = load_image(image)
+        lines = line_images(image)
+        return lines if len(lines) > 1 else [image] if lines else []
 
     def tokenize_prompts(self, text, return_tensors="pt") -> dict:
         """Prompt tokens, left-padded, no EOS. No prompt at all (every prompt empty or None) gives nothing: caption."""
@@ -167,7 +224,8 @@ class VitGpt2Processor(ProcessorMixin):
         """Target tokens + EOS (EOS kept even when truncating to `max_length`) as `labels`, -100 after the end."""
         targets = [text] if isinstance(text, str) else list(text)
         for index, target in enumerate(targets):
-            if not isinstance(target, str) or not target.strip():
+            # A reader learns that a line without text reads "" (EOS only); a caption or answer is never empty.
+            if not isinstance(target, str) or not (target.strip() or (self.reads_lines and target == "")):
                 raise ValueError(f"target {index} (caption or answer) is empty or not a string: {target!r}")
         limit = None if max_length is None else max_length - 1
         ids = self.tokenizer(targets, add_special_tokens=False, truncation=limit is not None, max_length=limit)
@@ -209,4 +267,4 @@ class VitGpt2Processor(ProcessorMixin):
 
     @property
     def model_input_names(self):
-        return ["pixel_values", "input_ids", "attention_mask", "labels"]
+        return ["pixel_values", "pixel_mask", "input_ids", "attention_mask", "labels"]

@@ -4,6 +4,9 @@
                                          # shapes dataset, offline, ~10 minutes on 2 CPU cores
     python train.py --dataset builtin:shapes-vqa --output_dir runs/shapes-vqa
                                          # the same scenes, captions and visual questions in one model
+    python train.py --dataset builtin:text-lines
+                                         # the reading job: a text-line reader from scratch, real prose in real
+                                         # fonts, into runs/text-lines
     python train.py --vision_model openai/clip-vit-base-patch32 --text_model gpt2 \\
         --dataset yerevann/coco-karpathy --caption_column sentences --output_dir runs/coco
     accelerate launch train.py ...       # several GPUs (or torchrun --nproc_per_node N train.py ...)
@@ -32,6 +35,7 @@ from modeling_vitgpt2 import VitGpt2ForCaptioning, VitGpt2Processor
 from modeling_vitgpt2.answer_accuracy import answer_accuracy
 from modeling_vitgpt2.data import (
     BUILTIN,
+    BUILTIN_TEXT_LINES,
     BUILTIN_VQA,
     CaptionCollator,
     DatasetError,
@@ -45,15 +49,25 @@ from modeling_vitgpt2.data import (
 )
 from modeling_vitgpt2.export import EXAMPLES, RUN_INFO, export, push
 from modeling_vitgpt2.feature_cache import DEFAULT_CACHE_DIR, VisionFeatureCache
+from modeling_vitgpt2.reading.corpus import CHARSET
+from modeling_vitgpt2.reading.metrics import READING_METRICS, reading_metrics
 from modeling_vitgpt2.report import (
     METRIC_COLUMNS,
     caption_grid,
+    line_sheet,
     print_metrics_table,
     print_sample_captions,
     sample_indices,
     write_examples,
 )
-from modeling_vitgpt2.scratch import build_scratch_model, build_scratch_processor, train_caption_tokenizer
+from modeling_vitgpt2.scratch import (
+    build_character_tokenizer,
+    build_reader_processor,
+    build_scratch_model,
+    build_scratch_processor,
+    build_scratch_reader,
+    train_caption_tokenizer,
+)
 
 logger = logging.getLogger("train")
 METRIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "modeling_vitgpt2", "coco_caption.py")
@@ -97,6 +111,14 @@ class ModelArguments:
     scratch_width: int = field(default=192, metadata={"help": "From scratch: ViT and GPT-2 width."})
     scratch_layers: int = field(default=3, metadata={"help": "From scratch: ViT and GPT-2 depth."})
     scratch_vocab_size: int = field(default=400, metadata={"help": "From scratch: BPE vocabulary size."})
+    reader: bool | None = field(
+        default=None,
+        metadata={
+            "help": "From scratch: build a text-line reader (one token per character; a ConvNeXt reads the line "
+            f"in 4-px columns; a CTC head on them guides decoding) instead of a captioner. Default: yes for "
+            f"{BUILTIN_TEXT_LINES}, else no."
+        },
+    )
 
 
 @dataclass
@@ -104,7 +126,8 @@ class DataArguments:
     dataset: str = field(
         default=BUILTIN,
         metadata={
-            "help": f"'{BUILTIN}' (generated scenes), '{BUILTIN_VQA}' (the same scenes with visual questions), a Hub "
+            "help": f"'{BUILTIN}' (generated scenes), '{BUILTIN_VQA}' (the same scenes with visual questions), "
+            f"'{BUILTIN_TEXT_LINES}' (real prose drawn in real fonts, to train a reader), a Hub "
             "dataset id, an imagefolder folder (images + metadata.jsonl/.csv), a saved DatasetDict, or a .jsonl/.csv "
             "of image paths and captions."
         },
@@ -215,6 +238,24 @@ EMBEDDED_DEFAULTS = dict(
     torch_compile=torch.cuda.is_available(),
     seed=42,
 )
+# What `python train.py --dataset builtin:text-lines` changes in those defaults: the reading job.
+READING_DEFAULTS = dict(
+    output_dir="runs/text-lines",
+    test_splits="test,test_unseen_fonts",
+    builtin_train_size=40000,
+    builtin_eval_size=400,
+    caption_token_dropout=0.0,
+    max_caption_length=161,  # characters, EOS included: long lines are read whole
+    generation_max_length=160,
+    scratch_width=192,
+    scratch_layers=2,
+    per_device_train_batch_size=32,
+    learning_rate=2e-3,
+    num_train_epochs=1,
+    # Lines of similar length in a batch: less padding, and the width of a batch is what the ConvNeXt pays for.
+    train_sampling_strategy="group_by_length",
+    save_steps=250,
+)
 
 
 class WallClock:
@@ -280,6 +321,9 @@ def parse_arguments():
     )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.set_defaults(**EMBEDDED_DEFAULTS)
+    chosen, _ = parser.parse_known_args()
+    if chosen.dataset == BUILTIN_TEXT_LINES:
+        parser.set_defaults(**READING_DEFAULTS)
     return parser.parse_args_into_dataclasses()
 
 
@@ -333,6 +377,13 @@ def build_model(model_args, train_dataset):
     if isinstance(rows, datasets.IterableDataset):
         rows = rows.take(50000)  # a stream: learn the vocabulary from its beginning
     texts = (text for row in rows for text in as_caption_list(row["captions"]) + as_caption_list(row.get("prompt")))
+    if model_args.reader:
+        tokenizer = build_character_tokenizer(CHARSET + "".join(sorted(set("".join(texts)) - set(CHARSET))))
+        model = build_scratch_reader(
+            tokenizer, text_width=model_args.scratch_width, text_layers=model_args.scratch_layers,
+            heads=max(1, model_args.scratch_width // 64),
+        )  # fmt: skip
+        return model, build_reader_processor(tokenizer), False
     tokenizer = train_caption_tokenizer(texts, vocab_size=model_args.scratch_vocab_size)
     model = build_scratch_model(
         tokenizer,
@@ -377,6 +428,8 @@ def projection_optimizer(model, training_args, model_args):
 
 def main():
     model_args, data_args, run_args, training_args = parse_arguments()
+    if model_args.reader is None:
+        model_args.reader = data_args.dataset == BUILTIN_TEXT_LINES
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     check_hub_access(training_args)
@@ -395,7 +448,9 @@ def main():
                     if data_args.streaming
                     else train_dataset.select(range(min(data_args.max_train_samples, len(train_dataset))))
                 )
-            train_dataset, train_skips, skipped = drop_bad_examples(train_dataset, "train", data_args.strict)
+            train_dataset, train_skips, skipped = drop_bad_examples(
+                train_dataset, "train", data_args.strict, allow_blank=model_args.reader
+            )
             if (
                 training_args.train_sampling_strategy in ("group_by_length", "batch_rebalance")
                 and not data_args.streaming
@@ -456,6 +511,8 @@ def main():
 
         def compute_metrics(prediction):
             texts = processor.batch_decode(prediction.predictions)
+            if model_args.reader:
+                return reading_metrics(texts, [lines[0] for lines in references[: len(texts)]])
             captioned = [index for index, prompt in enumerate(prompts[: len(texts)]) if not prompt]
             asked = [index for index, prompt in enumerate(prompts[: len(texts)]) if prompt]
             scores = {}
@@ -525,15 +582,18 @@ def main():
         return
     write_run_info(training_args.output_dir, model_args, data_args)
     if results:
-        print_metrics_table({prefix: metrics for prefix, (_, _, metrics) in results.items()})
+        print_metrics_table(
+            {prefix: metrics for prefix, (_, _, metrics) in results.items()},
+            READING_METRICS if model_args.reader else METRIC_COLUMNS,
+        )
     examples_written = False
     for prefix, (split_dataset, captions, _) in results.items():
         if not prefix.startswith("test"):
             continue
         shown = sample_indices(split_dataset, min(run_args.sample_captions, len(captions)))
         print_sample_captions(prefix, split_dataset, captions, shown)
-        path = os.path.join(training_args.output_dir, f"{prefix}_captions.png")
-        caption_grid(split_dataset, captions, shown).save(path)
+        path = os.path.join(training_args.output_dir, f"{prefix}_{'lines' if model_args.reader else 'captions'}.png")
+        (line_sheet if model_args.reader else caption_grid)(split_dataset, captions, shown).save(path)
         logger.info(f"{prefix}: images with their captions drawn in {path}")
         if not examples_written:  # the model card's widget examples come from the first test split
             write_examples(os.path.join(training_args.output_dir, EXAMPLES), split_dataset, captions, count=4)

@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 BUILTIN = "builtin:shapes"
 BUILTIN_VQA = "builtin:shapes-vqa"
+BUILTIN_TEXT_LINES = "builtin:text-lines"
 IMAGE_COLUMN_GUESSES = ("image", "img", "picture", "file_name", "image_path", "filepath")
 CAPTION_COLUMN_GUESSES = ("captions", "caption", "sentences", "text", "raw", "label")
 
@@ -36,6 +37,16 @@ def _load_raw(name: str, config: str | None, streaming: bool, seed: int, builtin
         if name == BUILTIN:
             return _streamed(load_shapes_dataset(seed=seed, **sizes), streaming)
         return _streamed(load_shapes_vqa_dataset(seed=seed, caption_share=builtin["caption_share"], **sizes), streaming)
+    if name == BUILTIN_TEXT_LINES:
+        from .reading.corpus import CorpusError
+        from .reading.fonts import FontError
+        from .reading.text_lines import load_text_lines_dataset
+
+        try:
+            lines = load_text_lines_dataset(builtin["train_size"], builtin["eval_size"], seed=seed)
+        except (CorpusError, FontError) as error:
+            raise DatasetError(f"--dataset {name}: {error}") from error
+        return _streamed(lines, streaming)
     if name.endswith((".jsonl", ".json", ".csv")):
         if not os.path.isfile(name):
             raise DatasetError(f"--dataset {name}: no such file")
@@ -136,6 +147,8 @@ def task_list(example) -> list[tuple[str, str]]:
     list, the prompt and the caption at the same index — a row that carries several tasks, such as a scene's caption
     and questions about it (training draws one of them each time it sees the row)."""
     prompt, captions = example.get("prompt"), example["captions"]
+    if captions == "":  # a reader's blank line: the target is to write nothing (validation keeps these for readers)
+        return [((prompt or "").strip(), "")]
     if isinstance(prompt, (list, tuple)):
         captions = [captions] if isinstance(captions, str) else captions
         return [((p or "").strip(), c.strip()) for p, c in zip(prompt, captions) if isinstance(c, str)]
@@ -156,7 +169,7 @@ def with_caption_lengths(dataset: datasets.Dataset) -> datasets.Dataset:
     where length tracks content (the built-in scenes: one group of shapes or two) such batches hurt training."""
 
     def lengths(batch):
-        return {"length": [len(as_caption_list(captions)[0].split()) for captions in batch]}
+        return {"length": [len((as_caption_list(captions) or [""])[0].split()) for captions in batch]}
 
     return dataset.map(lengths, input_columns="captions", batched=True, desc="caption lengths")
 
@@ -166,13 +179,14 @@ class SkipCounter:
     """What validation skipped, by reason; `strict` turns the first problem into an error."""
 
     strict: bool = False
+    allow_blank: bool = False  # a reader learns that a line without text reads "": an empty caption is valid
     reasons: Counter = field(default_factory=Counter)
     examples: list = field(default_factory=list)
     seen: set = field(default_factory=set)  # a stream is read once per epoch: count each bad example once
 
     def __call__(self, example) -> bool:
         problem = None
-        if not as_caption_list(example["captions"]):
+        if not as_caption_list(example["captions"]) and not (self.allow_blank and example["captions"] == ""):
             problem = "empty or missing caption"
         else:
             try:
@@ -202,9 +216,10 @@ class SkipCounter:
         return f"{split}: skipped {total} bad examples ({detail}){shown}"
 
 
-def drop_bad_examples(dataset, split: str, strict: bool):
-    """Drops examples with an unreadable image or no caption; returns (dataset, counter, skipped count or None)."""
-    counter = SkipCounter(strict=strict)
+def drop_bad_examples(dataset, split: str, strict: bool, allow_blank: bool = False):
+    """Drops examples with an unreadable image or no caption (a reader's "" caption, a blank line, is kept where
+    `allow_blank`); returns (dataset, counter, skipped count or None)."""
+    counter = SkipCounter(strict=strict, allow_blank=allow_blank)
     if isinstance(dataset, datasets.IterableDataset):
         return dataset.filter(counter), counter, None  # counted while streaming
     before = len(dataset)
@@ -261,7 +276,7 @@ class CaptionCollator:
             batch["vision_features"] = self.feature_cache.features([example["image"] for example in examples])
         else:
             images = [load_image(example["image"]) for example in examples]
-            batch["pixel_values"] = self.processor(images=images)["pixel_values"]
+            batch.update(self.processor(images=images))  # pixel_values, and a reader's pixel_mask
         return batch
 
 

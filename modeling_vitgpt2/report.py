@@ -12,9 +12,9 @@ from .processing_vitgpt2 import load_image
 METRIC_COLUMNS = ("exact_match", "bleu4", "rougeL", "cider")
 
 
-def print_metrics_table(results: dict) -> None:
+def print_metrics_table(results: dict, columns=METRIC_COLUMNS) -> None:
     """results: {split prefix: Trainer metrics with keys like 'test_cider' (and 'test_answer_accuracy_count')}."""
-    names = list(METRIC_COLUMNS)
+    names = list(columns)
     for prefix, metrics in results.items():
         answers = sorted(name[len(prefix) + 1 :] for name in metrics if name.startswith(f"{prefix}_answer_accuracy"))
         names += [name for name in answers if name not in names]
@@ -80,6 +80,25 @@ def caption_grid(dataset, captions, indices, columns: int = 4, thumb: int = 192)
             lines += [(line, (200, 0, 0)) for line in textwrap.wrap("reference: " + reference, width)[:3]]
         for number, (line, colour) in enumerate(lines):
             draw.text((x + 8, y + thumb + 10 + 14 * number), line, fill=colour, font=font)
+    return sheet
+
+
+def line_sheet(dataset, texts, indices) -> Image.Image:
+    """Text-line images at their own size, each with what was read under it (and, in red, the reference it missed)."""
+    font = grid_font()
+    images = [load_image(dataset[index]["image"]) for index in indices]
+    width = max([600] + [image.width + 16 for image in images])
+    heights = [image.height + 8 + 16 * (1 + (texts[index] != as_caption_list(dataset[index]["captions"])[0]))
+               for image, index in zip(images, indices)]  # fmt: skip
+    sheet = Image.new("RGB", (width, sum(heights) + 8), "white")
+    draw, y = ImageDraw.Draw(sheet), 8
+    for image, index, height in zip(images, indices, heights):
+        sheet.paste(image, (8, y))
+        reference = as_caption_list(dataset[index]["captions"])[0]
+        draw.text((8, y + image.height + 4), "read: " + texts[index], fill="black", font=font)
+        if texts[index] != reference:
+            draw.text((8, y + image.height + 20), "reference: " + reference, fill=(200, 0, 0), font=font)
+        y += height
     return sheet
 
 

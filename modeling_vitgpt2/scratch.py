@@ -1,15 +1,19 @@
-"""Small captioners built from scratch (no downloads): a byte-level BPE tokenizer trained on the captions, a small
-CLIP vision tower and a small GPT-2 joined by the design's projection MLP. Used by the embedded default main job
-and by the tests; not shipped with checkpoints."""
+"""Small models built from scratch (no downloads), used by the embedded default jobs and by the tests; not shipped
+with checkpoints.
+
+- Captioners: a byte-level BPE tokenizer trained on the captions, a small CLIP vision tower and a small GPT-2 joined
+  by the design's projection MLP.
+- Readers: one token per character, a small ConvNeXt that turns a text line into columns (4 px each), the MLP over
+  groups of columns, a small GPT-2, and a CTC head on the columns."""
 
 from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import CLIPImageProcessorPil, CLIPVisionConfig, GPT2Config, PreTrainedTokenizerFast
+from transformers import CLIPImageProcessorPil, CLIPVisionConfig, ConvNextConfig, GPT2Config, PreTrainedTokenizerFast
 
 from .configuration_vitgpt2 import VitGpt2Config
 from .modeling_vitgpt2 import VitGpt2ForCaptioning
-from .processing_vitgpt2 import VitGpt2Processor
+from .processing_vitgpt2 import VitGpt2LineImageProcessor, VitGpt2Processor
 
 EOS = "<|endoftext|>"
 
@@ -74,4 +78,67 @@ def build_scratch_model(
         attn_pdrop=0.0,
     )
     config = VitGpt2Config(vision_config=vision_config, text_config=text_config, **config_kwargs)
+    return VitGpt2ForCaptioning(config)
+
+
+def build_character_tokenizer(characters: str) -> PreTrainedTokenizerFast:
+    """One token per character of `characters` (anything else reads as EOS and is dropped), `<|endoftext|>` = 0."""
+    vocab = {EOS: 0, **{character: index + 1 for index, character in enumerate(dict.fromkeys(characters))}}
+    characters_only = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=EOS, ignore_merges=True))
+    characters_only.decoder = decoders.Fuse()  # characters join as they are: spaces are tokens of their own
+    return PreTrainedTokenizerFast(
+        tokenizer_object=characters_only, bos_token=EOS, eos_token=EOS, unk_token=EOS, pad_token=EOS
+    )
+
+
+def build_reader_processor(tokenizer, line_height: int = 32, blocks: int = 3) -> VitGpt2Processor:
+    # The margin covers the ConvNeXt's reach past a line's last read column (see VitGpt2LineImageProcessor).
+    margin = 36 + 12 * blocks
+    return VitGpt2Processor(VitGpt2LineImageProcessor(height=line_height, margin=margin), tokenizer=tokenizer)
+
+
+def build_scratch_reader(
+    tokenizer,
+    line_height: int = 32,
+    vision_width: int = 96,
+    stem_rows: int = 8,
+    blocks: int = 3,
+    column_merge: int = 4,
+    text_width: int = 192,
+    text_layers: int = 3,
+    heads: int = 3,
+    max_line_width: int = 2048,
+    max_text_tokens: int = 192,
+    ctc_loss_weight: float = 1.0,
+) -> VitGpt2ForCaptioning:
+    """A randomly initialised text-line reader: ConvNeXt columns -> MLP -> GPT-2, plus a CTC head."""
+    vision_config = ConvNextConfig(
+        num_channels=1,
+        patch_size=(stem_rows, 4),
+        num_stages=1,
+        hidden_sizes=[vision_width],
+        depths=[blocks],
+        image_size=line_height,
+        layer_scale_init_value=0.1,  # ConvNeXt's 1e-6 starts every block as the identity: slow from scratch
+    )
+    text_config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=text_width,
+        n_layer=text_layers,
+        n_head=heads,
+        n_positions=max_line_width // (4 * column_merge) + max_text_tokens,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
+    config = VitGpt2Config(
+        vision_config=vision_config,
+        text_config=text_config,
+        vision_feature="columns",
+        column_merge=column_merge,
+        ctc_loss_weight=ctc_loss_weight,
+        projection_hidden_size=2 * text_width,
+    )
     return VitGpt2ForCaptioning(config)

@@ -191,6 +191,16 @@ def run_train(*args, output_dir, timeout=600, check=True, env=None):
     return result
 
 
+def run_isolated(args, cwd):
+    """python -I: no PYTHONPATH, no current directory on sys.path, no user site — a process that cannot import
+    this repo (the tests' scripts also block the package by name, in case it is pip-installed)."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env["HF_HUB_OFFLINE"] = "1"
+    return subprocess.run(
+        [sys.executable, "-I", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
 def results_of(output_dir) -> dict:
     return json.loads((Path(output_dir) / "all_results.json").read_text())
 

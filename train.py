@@ -242,7 +242,7 @@ EMBEDDED_DEFAULTS = dict(
 READING_DEFAULTS = dict(
     output_dir="runs/text-lines",
     test_splits="test,test_unseen_fonts",
-    builtin_train_size=40000,
+    builtin_train_size=20000,
     builtin_eval_size=400,
     caption_token_dropout=0.0,
     max_caption_length=161,  # characters, EOS included: long lines are read whole
@@ -251,7 +251,7 @@ READING_DEFAULTS = dict(
     scratch_layers=2,
     per_device_train_batch_size=32,
     learning_rate=2e-3,
-    num_train_epochs=1,
+    num_train_epochs=2,
     # Lines of similar length in a batch: less padding, and the width of a batch is what the ConvNeXt pays for.
     train_sampling_strategy="group_by_length",
     save_steps=250,

@@ -96,7 +96,8 @@ def main():
 
     model = AutoModel.from_pretrained(args.model, trust_remote_code=True).to(args.device).eval()
     processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=True)
-    reader = pipeline("image-to-text", model=model, processor=processor, device=args.device, trust_remote_code=True)
+    # As users load it: from the folder, where config.json names the custom image-to-text pipeline.
+    reader = pipeline("image-to-text", model=args.model, device=args.device, trust_remote_code=True)
     documents = split_documents(load_documents(), args.seed)["test"]
     tesseract = shutil.which("tesseract")
     if tesseract is None:

@@ -45,8 +45,28 @@ def estimate_skew(ink: np.ndarray) -> float:
         return 0.0
     small = Image.fromarray(ink.astype(np.uint8) * 255)
     small.thumbnail((600, 600))
-    angles = np.arange(-MAX_SKEW_DEGREES, MAX_SKEW_DEGREES + 1e-6, 0.25)
-    return float(angles[np.argmax([_profile_sharpness(small, -angle) for angle in angles])])
+
+    def best(angles):
+        return float(angles[np.argmax([_profile_sharpness(small, -angle) for angle in angles])])
+
+    # Whole degrees first, then quarter degrees around the best: 13 trials instead of 25, to 0.25 degrees.
+    coarse = best(np.arange(-MAX_SKEW_DEGREES, MAX_SKEW_DEGREES + 1e-6, 1.0))
+    return best(np.clip(coarse + np.arange(-0.75, 0.76, 0.25), -MAX_SKEW_DEGREES, MAX_SKEW_DEGREES))
+
+
+def straighten_line(line: Image.Image) -> Image.Image:
+    """A text line turned level (skew up to 3 degrees, as for pages) and cut to its text's rows plus a margin of a
+    quarter of their height; a level line (or one without ink) is returned as it is. Grey ("L") either way."""
+    line = line.convert("L")
+    ink = ink_mask(line)
+    angle = estimate_skew(ink)
+    if not angle:
+        return line
+    background = int(np.median(np.asarray(line)))
+    line = line.rotate(-angle, resample=Image.BILINEAR, expand=True, fillcolor=background)
+    rows = np.flatnonzero(ink_mask(line).any(axis=1))
+    margin = max(1, round(0.25 * (rows[-1] - rows[0] + 1)))
+    return line.crop((0, max(0, int(rows[0]) - margin), line.width, min(line.height, int(rows[-1]) + 1 + margin)))
 
 
 def find_lines(page: Image.Image, deskew: bool = True) -> list[tuple[int, int, int, int]]:

@@ -22,7 +22,7 @@ from modeling_vitgpt2.reading.metrics import reading_metrics
 from modeling_vitgpt2.reading.render import Degradation, render_blank, render_line, render_page
 from modeling_vitgpt2.reading.text_lines import load_text_lines_dataset, split_documents
 from modeling_vitgpt2.scratch import build_character_tokenizer, build_reader_processor, build_scratch_reader
-from modeling_vitgpt2.segmentation_vitgpt2 import find_lines, line_images
+from modeling_vitgpt2.segmentation_vitgpt2 import estimate_skew, find_lines, ink_mask, line_images, straighten_line
 
 LINES = [
     "The island was discovered in 1502",
@@ -184,6 +184,12 @@ def test_page_segmentation_finds_lines_in_order():
     assert all(abs(top - (100 + index * pitch)) <= pitch // 2 for index, top in enumerate(tops))
     assert len(line_images(page_of(lines, rotation=2.0))) == len(lines)  # straightened first
     assert find_lines(Image.new("L", (1240, 1754), 255)) == []
+    # A single line skewed by up to 3 degrees is turned level by the line processor's straightening too.
+    path = font_paths(TRAIN_FONTS)[0]
+    for angle in (-2.4, 1.3):
+        skewed = render_line(lines[0], path, Degradation(height=28, rotation=angle), random.Random(0))
+        assert abs(estimate_skew(ink_mask(skewed)) - angle) <= 0.25
+        assert straighten_line(skewed).height < 0.8 * skewed.height
     assert line_images(Image.new("RGB", (1240, 1754), "white").rotate(30, expand=True, fillcolor="white")) == []
     assert isinstance(line_images(page_of(lines).rotate(30, expand=True, fillcolor=255)), list)  # too far: no crash
 

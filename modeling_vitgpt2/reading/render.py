@@ -1,9 +1,8 @@
 """Text lines and pages drawn with PIL in real fonts, with the degradations scans and photos show.
 
-A line is drawn black on white at a given pixel height (the height of the font's ascender-to-descender box), with
-the `Degradation`'s variations of the typeface itself (letter spacing, width, slant, stroke weight: so that a reader
-learns letters, not 30 fonts), then `Degradation.apply` adds, in order: ink and paper tones with an uneven (gradient)
-background, rotation, blur, noise, and JPEG compression. Everything random comes from the `random.Random` passed in,
+A line is drawn black on white at a given pixel height (the height of the font's ascender-to-descender box), then
+`Degradation.apply` adds, in order: ink and paper tones with an uneven (gradient) background, rotation, blur, noise,
+and JPEG compression. Everything random comes from the `random.Random` passed in,
 so a seed fixes every pixel."""
 
 import io
@@ -37,10 +36,6 @@ class Degradation:
     ink: int = 0  # grey level of the text
     paper: int = 255  # grey level of the background
     gradient: float = 0.0  # uneven lighting: background darkens by up to this many grey levels across the line
-    spacing: float = 0.0  # extra space between letters, in line heights (negative: tighter)
-    stretch: float = 1.0  # horizontal scale of the drawn text (condensed < 1 < extended)
-    slant: float = 0.0  # horizontal shear (0.2: a 11-degree italic slant)
-    weight: int = 0  # strokes thickened (+1) or thinned (-1) by a pixel
 
     def apply(self, image: Image.Image, rng: random.Random) -> Image.Image:
         """`image`: black text on white ("L"). Returns the degraded "L" image."""
@@ -77,12 +72,10 @@ CONDITIONS = {
 
 
 def random_degradation(rng: random.Random) -> Degradation:
-    """A training draw: height 12-40 px, each degradation present a third of the time or so, mild to hard, and the
-    typeface varied about as often."""
+    """A training draw: height 12-40 px, and each degradation present a third of the time or so, mild to hard."""
     ink = rng.randint(0, 90)
-    height = rng.choice((rng.randint(12, 40), rng.randint(20, 36)))
     return Degradation(
-        height=height,
+        height=rng.choice((rng.randint(12, 40), rng.randint(20, 36))),
         blur=rng.uniform(0.3, 1.2) if rng.random() < 0.4 else 0.0,
         noise=rng.uniform(3.0, 35.0) if rng.random() < 0.4 else 0.0,
         rotation=rng.uniform(-2.5, 2.5) if rng.random() < 0.35 else 0.0,
@@ -90,50 +83,23 @@ def random_degradation(rng: random.Random) -> Degradation:
         ink=ink,
         paper=rng.randint(max(ink + 110, 170), 255),
         gradient=rng.uniform(10.0, 60.0) if rng.random() < 0.25 else 0.0,
-        spacing=rng.uniform(-0.03, 0.12) if rng.random() < 0.3 else 0.0,
-        stretch=rng.uniform(0.75, 1.3) if rng.random() < 0.4 else 1.0,
-        slant=rng.uniform(-0.1, 0.3) if rng.random() < 0.3 else 0.0,
-        # Thinning a light face at a small size erases it: only large lines get thinner strokes.
-        weight=(rng.choice((-1, 1, 1)) if height >= 30 else 1) if height >= 20 and rng.random() < 0.3 else 0,
     )
 
 
-def draw_line(text: str, font_path: str, degradation: Degradation, rng: random.Random) -> Image.Image:
-    """Black `text` on white, the font's box `degradation.height` px tall, varied as the degradation says, with a
-    margin of a few pixels (drawn at random)."""
-    height = degradation.height
+def draw_line(text: str, font_path: str, height: int, rng: random.Random) -> Image.Image:
+    """Black `text` on white, the font's box `height` px tall, with a margin of a few pixels (drawn at random)."""
     font = font_for_height(font_path, height)
     ascent, descent = font.getmetrics()
-    extra = degradation.spacing * height
-    advances = [font.getlength(character) + extra for character in text] if extra else None
-    width = max(1, int(np.ceil(sum(advances) if extra else font.getlength(text))))
+    width = max(1, int(np.ceil(font.getlength(text))))
     left, right = rng.randint(1, max(1, height // 3)), rng.randint(1, max(1, height // 3))
     top, bottom = rng.randint(1, max(1, height // 6)), rng.randint(1, max(1, height // 6))
     image = Image.new("L", (left + width + right, top + ascent + descent + bottom), 255)
-    draw = ImageDraw.Draw(image)
-    if extra:  # letter by letter (kerning is lost, as in letter-spaced print)
-        x = float(left)
-        for character, advance in zip(text, advances):
-            draw.text((x, top), character, font=font, fill=0)
-            x += advance
-    else:
-        draw.text((left, top), text, font=font, fill=0)
-    if degradation.weight:
-        image = image.filter(ImageFilter.MinFilter(3) if degradation.weight > 0 else ImageFilter.MaxFilter(3))
-    if degradation.slant:
-        shift = abs(degradation.slant) * image.height
-        image = image.transform(
-            (image.width + int(np.ceil(shift)), image.height), Image.AFFINE,
-            (1, degradation.slant, -shift if degradation.slant > 0 else 0, 0, 1, 0),
-            resample=Image.BILINEAR, fillcolor=255,
-        )  # fmt: skip
-    if degradation.stretch != 1.0:
-        image = image.resize((max(1, round(image.width * degradation.stretch)), image.height), Image.BILINEAR)
+    ImageDraw.Draw(image).text((left, top), text, font=font, fill=0)
     return image
 
 
 def render_line(text: str, font_path: str, degradation: Degradation, rng: random.Random) -> Image.Image:
-    return degradation.apply(draw_line(text, font_path, degradation, rng), rng)
+    return degradation.apply(draw_line(text, font_path, degradation.height, rng), rng)
 
 
 def render_blank(width: int, degradation: Degradation, rng: random.Random) -> Image.Image:

@@ -8,6 +8,7 @@ Splits, deterministic from the seed:
 - `test`: lines of the test documents (text never seen in training), clean, 32 px, in the training fonts;
 - `test_unseen_fonts`: the same test text, clean, 32 px, in fonts training never sees.
 Documents are country profiles; each belongs to one split, so no sentence crosses from training into a test.
+Each line is drawn from its own random stream (seed, split, index), in parallel where there are cores to spare.
 """
 
 import io

@@ -254,6 +254,8 @@ READING_DEFAULTS = dict(
     num_train_epochs=2,
     # Lines of similar length in a batch: less padding, and the width of a batch is what the ConvNeXt pays for.
     train_sampling_strategy="group_by_length",
+    # Every batch has its own width: a compiled model would recompile shape after shape.
+    torch_compile=False,
     save_steps=250,
 )
 

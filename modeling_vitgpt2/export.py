@@ -54,6 +54,20 @@ def _read_json(path: Path, default):
     return json.loads(path.read_text()) if path.is_file() else default
 
 
+def _result(dataset_name: str, split: str, task: tuple, metric: tuple, value) -> EvalResult:
+    """One model-index entry: `task` = (type, name), `metric` = (type, name)."""
+    return EvalResult(
+        task_type=task[0],
+        task_name=task[1],
+        dataset_type=dataset_name,
+        dataset_name=dataset_name,
+        dataset_split=split,
+        metric_type=metric[0],
+        metric_name=metric[1],
+        metric_value=round(float(value), 4),
+    )
+
+
 def _evaluation(metrics: dict, dataset_name: str) -> tuple[list, str]:
     """model-index entries and a Markdown table from Trainer metrics such as test_cider, test_unseen_cider."""
     splits = [key.removesuffix("_cider") for key in sorted(metrics) if key.endswith("_cider")]
@@ -62,36 +76,15 @@ def _evaluation(metrics: dict, dataset_name: str) -> tuple[list, str]:
         values = {name: metrics.get(f"{split}_{name}") for name in METRICS}
         if any(value is None for value in values.values()):
             continue
-        for name, (metric_type, metric_name) in METRICS.items():
-            results.append(
-                EvalResult(
-                    task_type="image-to-text",
-                    task_name="Image captioning",
-                    dataset_type=dataset_name,
-                    dataset_name=dataset_name,
-                    dataset_split=split,
-                    metric_type=metric_type,
-                    metric_name=metric_name,
-                    metric_value=round(float(values[name]), 4),
-                )
-            )
+        for name, metric in METRICS.items():
+            results.append(_result(dataset_name, split, ("image-to-text", "Image captioning"), metric, values[name]))
         rows.append(f"| {split} | " + " | ".join(f"{values[name]:.4f}" for name in METRICS) + " |")
     header = "| split | " + " | ".join(label for _, label in METRICS.values()) + " |\n|" + "---|" * (len(METRICS) + 1)
     tables = [header + "\n" + "\n".join(rows)] if rows else []
     answer_rows = []
     for split in [key.removesuffix("_answer_accuracy") for key in sorted(metrics) if key.endswith("_answer_accuracy")]:
-        results.append(
-            EvalResult(
-                task_type="visual-question-answering",
-                task_name="Visual question answering",
-                dataset_type=dataset_name,
-                dataset_name=dataset_name,
-                dataset_split=split,
-                metric_type="accuracy",
-                metric_name="Answer accuracy",
-                metric_value=round(float(metrics[f"{split}_answer_accuracy"]), 4),
-            )
-        )
+        task, metric = ("visual-question-answering", "Visual question answering"), ("accuracy", "Answer accuracy")
+        results.append(_result(dataset_name, split, task, metric, metrics[f"{split}_answer_accuracy"]))
         by_type = {key.removeprefix(f"{split}_answer_accuracy_"): value for key, value in sorted(metrics.items())
                    if key.startswith(f"{split}_answer_accuracy_")}  # fmt: skip
         detail = ", ".join(f"{kind} {value:.1%}" for kind, value in by_type.items())
@@ -100,19 +93,9 @@ def _evaluation(metrics: dict, dataset_name: str) -> tuple[list, str]:
         tables.append("| split | answer accuracy | by question type |\n|---|---|---|\n" + "\n".join(answer_rows))
     reading_rows = []
     for split in [key.removesuffix("_cer") for key in sorted(metrics) if key.endswith("_cer")]:
-        for name, (metric_type, metric_name) in READING_METRICS.items():
-            results.append(
-                EvalResult(
-                    task_type="image-to-text",
-                    task_name="Optical character recognition",
-                    dataset_type=dataset_name,
-                    dataset_name=dataset_name,
-                    dataset_split=split,
-                    metric_type=metric_type,
-                    metric_name=metric_name,
-                    metric_value=round(float(metrics[f"{split}_{name}"]), 4),
-                )
-            )
+        for name, metric in READING_METRICS.items():
+            task = ("image-to-text", "Optical character recognition")
+            results.append(_result(dataset_name, split, task, metric, metrics[f"{split}_{name}"]))
         reading_rows.append(
             f"| {split} | " + " | ".join(f"{metrics[f'{split}_{name}']:.2%}" for name in READING_METRICS) + " |"
         )

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -189,6 +190,23 @@ def run_train(*args, output_dir, timeout=600, check=True, env=None):
     if check:
         assert result.returncode == 0, result.stderr[-4000:]
     return result
+
+
+# The start of a script that plays a Hub user: it loads a saved folder (argv[1]) and reads images (argv[2:]) with
+# this repo's package blocked; tests append what they check and print it as JSON.
+ISOLATED_USER_PRELUDE = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["modeling_vitgpt2"] = None  # this repo's package must not be importable, even if pip-installed
+    from transformers import AutoModel, AutoProcessor, pipeline
+    from PIL import Image
+
+    folder, paths = sys.argv[1], sys.argv[2:]
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True)
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    images = [Image.open(path) for path in paths]
+    """
+)
 
 
 def run_isolated(args, cwd):

@@ -4,20 +4,11 @@ import json
 import textwrap
 
 import torch
-from conftest import CAPTIONS, caption, distinct_images, run_isolated
+from conftest import CAPTIONS, ISOLATED_USER_PRELUDE, caption, distinct_images, run_isolated
 from transformers import AutoModel, AutoProcessor
 
-USER_SCRIPT = textwrap.dedent(
+USER_SCRIPT = ISOLATED_USER_PRELUDE + textwrap.dedent(
     """
-    import json, sys
-    sys.modules["modeling_vitgpt2"] = None  # this repo's package must not be importable, even if pip-installed
-    from transformers import AutoModel, AutoProcessor, pipeline
-    from PIL import Image
-
-    folder, paths = sys.argv[1], sys.argv[2:]
-    model = AutoModel.from_pretrained(folder, trust_remote_code=True)
-    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
-    images = [Image.open(path) for path in paths]
     ids = model.generate(**processor(images=images, return_tensors="pt"), max_new_tokens=40)
     captioner = pipeline("image-to-text", model=folder, trust_remote_code=True)
     print(json.dumps({

@@ -9,7 +9,7 @@ import textwrap
 import datasets
 import pytest
 import torch
-from conftest import results_of, run_isolated, run_train
+from conftest import ISOLATED_USER_PRELUDE, results_of, run_isolated, run_train
 from PIL import Image
 from rapidfuzz.distance import Levenshtein
 from transformers import pipeline
@@ -210,17 +210,8 @@ def test_pipeline_reads_a_page_line_by_line(reader, tmp_path):
     assert reading(draw(LINES[:1])[0])[0]["generated_text"] == LINES[0]
 
 
-READER_SCRIPT = textwrap.dedent(
+READER_SCRIPT = ISOLATED_USER_PRELUDE + textwrap.dedent(
     """
-    import json, sys
-    sys.modules["modeling_vitgpt2"] = None  # this repo's package must not be importable, even if pip-installed
-    from transformers import AutoModel, AutoProcessor, pipeline
-    from PIL import Image
-
-    folder, paths = sys.argv[1], sys.argv[2:]
-    model = AutoModel.from_pretrained(folder, trust_remote_code=True)
-    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
-    images = [Image.open(path) for path in paths]
     ids = model.generate(**processor(images=images), max_new_tokens=64)
     reading = pipeline("image-to-text", model=folder, trust_remote_code=True)
     print(json.dumps({

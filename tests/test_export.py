@@ -87,7 +87,7 @@ def test_exported_folder_holds_what_the_hub_needs(exported):
 
 def test_model_card_front_matter_carries_the_run(exported, short_run):
     text = (exported / "README.md").read_text()
-    assert text.startswith("---\n")
+    assert text.startswith("---\n") and "\n# vitgpt2-shapes\n" in text
     meta = yaml.safe_load(text.split("---\n")[1])
     assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "image-to-text"
     assert "custom_code" in meta["tags"] and meta["license"]

@@ -9,6 +9,7 @@ import textwrap
 import datasets
 import pytest
 import torch
+import yaml
 from conftest import ISOLATED_USER_PRELUDE, results_of, run_isolated, run_train
 from PIL import Image
 from rapidfuzz.distance import Levenshtein
@@ -16,6 +17,7 @@ from transformers import pipeline
 
 from modeling_vitgpt2 import VitGpt2ForCaptioning, VitGpt2Processor
 from modeling_vitgpt2.decoding_vitgpt2 import repeated_tail
+from modeling_vitgpt2.export import export
 from modeling_vitgpt2.reading.corpus import CHARSET, load_documents
 from modeling_vitgpt2.reading.fonts import TRAIN_FONTS, UNSEEN_FONTS, font_paths
 from modeling_vitgpt2.reading.metrics import reading_metrics
@@ -254,3 +256,11 @@ def test_reading_job_runs_end_to_end(tmp_path):
         assert 0 <= results[f"{split}_exact_lines"] <= 1
     assert (tmp_path / "test_lines.png").is_file()
     assert json.loads((tmp_path / "config.json").read_text())["vision_feature"] == "columns"
+    # Its Hub folder: the reader's card, with CER / WER / exact lines per split in the model-index.
+    card = (export(tmp_path, tmp_path / "hub", repo_id="someone/reader") / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---\n")[1])
+    scores = {
+        (r["dataset"]["split"], m["type"]): m["value"] for r in meta["model-index"][0]["results"] for m in r["metrics"]
+    }
+    assert scores[("test_unseen_fonts", "cer")] == pytest.approx(results["test_unseen_fonts_cer"], abs=1e-4)
+    assert "\n# reader\n" in card and "Optical character recognition" in card and "ocr" in meta["tags"]

@@ -68,6 +68,8 @@ def straighten_line(line: Image.Image) -> Image.Image:
     background = int(np.median(np.asarray(line)))
     line = line.rotate(-angle, resample=Image.BILINEAR, expand=True, fillcolor=background)
     rows = np.flatnonzero(ink_mask(line).any(axis=1))
+    if rows.size == 0:
+        return line
     margin = max(1, round(0.25 * (rows[-1] - rows[0] + 1)))
     return line.crop((0, max(0, int(rows[0]) - margin), line.width, min(line.height, int(rows[-1]) + 1 + margin)))
 

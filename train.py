@@ -385,7 +385,7 @@ def build_model(model_args, train_dataset):
             tokenizer, text_width=model_args.scratch_width, text_layers=model_args.scratch_layers,
             heads=max(1, model_args.scratch_width // 64),
         )  # fmt: skip
-        return model, build_reader_processor(tokenizer), False
+        return model, build_reader_processor(tokenizer, model.config), False
     tokenizer = train_caption_tokenizer(texts, vocab_size=model_args.scratch_vocab_size)
     model = build_scratch_model(
         tokenizer,

@@ -305,9 +305,8 @@ class CTCPrefixScorer:
         start[:, repeat] = self.ending_blank[:, :, None].expand_as(start)[:, repeat]
         new_label = torch.empty_like(log_probs)
         new_blank = torch.empty_like(log_probs)
-        first = log_probs[0] if bool((self.last < 0).all()) else torch.where(
-            (self.last < 0)[:, None], log_probs[0], torch.full_like(log_probs[0], float("-inf"))
-        )  # fmt: skip
+        # A label in the first column starts the text only if nothing has been written yet.
+        first = log_probs[0].masked_fill((self.last >= 0)[:, None], float("-inf"))
         new_label[0], new_blank[0] = first, float("-inf")
         for t in range(1, columns):
             new_label[t] = torch.logaddexp(new_label[t - 1], start[t - 1]) + log_probs[t]
@@ -315,7 +314,7 @@ class CTCPrefixScorer:
                 torch.logaddexp(new_blank[t - 1], new_label[t - 1]) + log_probs[t, :, self.blank : self.blank + 1]
             )
         prefix = torch.logsumexp(torch.cat([first[None], start[:-1] + log_probs[1:]], dim=0), dim=0)
-        prefix[:, self.blank] = torch.logaddexp(total[-1], total[-1].new_tensor(float("-inf")))  # ending here
+        prefix[:, self.blank] = total[-1]  # ending here: every column spent on the prefix so far
         self._pending = (new_label, new_blank, prefix)
         return prefix - self.prefix_score[:, None]
 
@@ -342,14 +341,15 @@ def ctc_guided_decode(
     language_model: GPT2LMHeadModel,
     context: torch.Tensor,
     mask: torch.Tensor,
-    scorer: CTCPrefixScorer,
+    scorer: CTCPrefixScorer | None,
     max_new_tokens: int,
     eos: int,
     pad: int,
     ctc_weight: float,
     min_repeat: int = 10,
 ) -> torch.Tensor:
-    """Greedy decoding on (1 - ctc_weight) x GPT-2's log-probabilities + ctc_weight x the CTC prefix score. A text
+    """Greedy decoding on (1 - ctc_weight) x GPT-2's log-probabilities + ctc_weight x the CTC prefix score (GPT-2
+    alone where `scorer` is None and ctc_weight 0). A text
     that ends with the same span of `min_repeat` or more tokens twice in a row stops there, the second copy
     dropped (a loop is never written out). Returns new token ids (batch, new tokens), padded after EOS."""
     batch, device = context.shape[0], context.device

@@ -106,6 +106,14 @@ def _evaluation(metrics: dict, dataset_name: str) -> tuple[list, str]:
     return results, "\n\n".join(tables)
 
 
+def _examples_table(examples: list, intro: str, output_label: str) -> str:
+    """The card's table of example images, what the model wrote for each, and the reference ("" without examples)."""
+    if not examples:
+        return ""
+    rows = (f"| ![]({example['file']}) | {example['caption']} | {example['reference']} |" for example in examples)
+    return f"{intro}:\n\n| image | {output_label} | reference |\n|---|---|---|\n" + "\n".join(rows)
+
+
 def render_reader_card(model, run: dict, metrics: dict, examples: list, repo_id: str) -> str:
     config, vision = model.config, model.config.vision_config
     dataset_name = run.get("dataset", "unknown")
@@ -119,12 +127,7 @@ def render_reader_card(model, run: dict, metrics: dict, examples: list, repo_id:
         model_name=repo_id.split("/")[-1],
         eval_results=eval_results or None,
     )
-    examples_table = ""
-    if examples:
-        examples_table = "Lines this model read from the test split:\n\n| image | read | reference |\n|---|---|---|\n"
-        examples_table += "\n".join(
-            f"| ![]({example['file']}) | {example['caption']} | {example['reference']} |" for example in examples
-        )
+    examples_table = _examples_table(examples, "Lines this model read from the test split", "read")
     card = ModelCard.from_template(
         card_data,
         template_path=str(READER_TEMPLATE),
@@ -185,14 +188,7 @@ def render_card(model, run: dict, metrics: dict, examples: list, repo_id: str) -
     )
     vision = config.vision_config
     pooled = config.vision_feature == "pooled"
-    examples_table = ""
-    if examples:
-        examples_table = (
-            "Captions this model generated for evaluation images:\n\n| image | caption | reference |\n|---|---|---|\n"
-        )
-        examples_table += "\n".join(
-            f"| ![]({example['file']}) | {example['caption']} | {example['reference']} |" for example in examples
-        )
+    examples_table = _examples_table(examples, "Captions this model generated for evaluation images", "caption")
     from_scratch = not run.get("vision_model")
     card = ModelCard.from_template(
         card_data,

@@ -259,9 +259,17 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
         `pixel_mask` (batch, pixel columns) of line images padded to a common width; None: every token is real."""
         if pixel_mask is None or self.config.vision_feature != "columns":
             return None
-        pixels_per_token = self.config.column_width * self.config.column_merge
-        pixel_mask = pixel_mask.to(prefix.device).bool()
-        return pixel_mask.view(prefix.shape[0], prefix.shape[1], pixels_per_token).all(-1).long()
+        return self.column_mask(pixel_mask, prefix.shape[1]).long()
+
+    def column_mask(self, pixel_mask: torch.Tensor, columns: int) -> torch.Tensor:
+        """Which of `columns` equal groups of pixel columns (feature-map columns, or prefix tokens) lie wholly within
+        each line, from the processor's pixel-column mask."""
+        pixel_mask = pixel_mask.to(self.device).bool()
+        return pixel_mask.view(pixel_mask.shape[0], columns, -1).all(-1)
+
+    def get_ctc_logits(self, image_outputs) -> torch.Tensor:
+        """A reader's CTC head over the columns of `get_image_features`'s output: (batch, columns, vocabulary)."""
+        return self.ctc_head(self._select_features(image_outputs))
 
     def _with_prompt(self, prefix, input_ids=None, attention_mask=None, inputs_embeds=None, prefix_mask=None):
         """[image prefix, prompt] embeddings and their attention mask, padding moved in front of the image."""
@@ -335,7 +343,7 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
             image_outputs = self.get_image_features(pixel_values, return_dict=True)
             prefix = image_outputs.pooler_output
             if self.ctc_head is not None:
-                ctc_logits = self.ctc_head(self._select_features(image_outputs))
+                ctc_logits = self.get_ctc_logits(image_outputs)
         else:
             prefix = self.get_image_prefix(vision_features=vision_features)
         prefix_mask = self.prefix_mask(pixel_mask, prefix)
@@ -362,11 +370,6 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
             ctc_loss = self._ctc_loss(ctc_logits, labels, column_mask)  # the prefix and prompt are -100 there
             output.loss = output.loss + self.config.ctc_loss_weight * ctc_loss
         return self._as_requested(output, return_dict)
-
-    def column_mask(self, pixel_mask: torch.Tensor, columns: int) -> torch.Tensor:
-        """Which feature-map columns belong to each line, from the processor's pixel-column mask."""
-        pixel_mask = pixel_mask.to(self.device).bool()
-        return pixel_mask.view(pixel_mask.shape[0], columns, self.config.column_width).all(-1)
 
     def _ctc_loss(self, ctc_logits, labels, column_mask=None):
         """CTC between the columns and the target's characters (EOS, the blank, and -100 left out)."""
@@ -438,7 +441,7 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
         if guided:
             image_outputs = self.get_image_features(pixel_values, return_dict=True)
             prefix = image_outputs.pooler_output
-            ctc_logits = self.ctc_head(self._select_features(image_outputs))
+            ctc_logits = self.get_ctc_logits(image_outputs)
         else:
             prefix = self.get_image_prefix(pixel_values, vision_features)
         embeds, mask = self._with_prompt(
@@ -450,7 +453,9 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
         generation_config.max_length = None  # max_new_tokens wins anyway; this avoids a spurious clash warning
         if guided:
             column_mask = None if pixel_mask is None else self.column_mask(pixel_mask, ctc_logits.shape[1])
-            scorer = CTCPrefixScorer(ctc_logits.log_softmax(-1), column_mask, blank=self.config.eos_token_id)
+            scorer = None  # ctc_weight=0: GPT-2 alone, in the same loop (the width budget and repetition guard stay)
+            if ctc_weight:
+                scorer = CTCPrefixScorer(ctc_logits.log_softmax(-1), column_mask, blank=self.config.eos_token_id)
             pad = generation_config.pad_token_id
             # A line holds at most one character per column: unless told otherwise, its width sets the budget.
             columns = ctc_logits.shape[1] if column_mask is None else int(column_mask.sum(-1).max())
@@ -459,7 +464,7 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
             return ctc_guided_decode(
                 self.language_model, embeds, mask, scorer, generation_config.max_new_tokens,
                 eos=self.config.eos_token_id, pad=self.config.eos_token_id if pad is None else pad,
-                ctc_weight=ctc_weight,
+                ctc_weight=ctc_weight if scorer is not None else 0.0,
             )  # fmt: skip
         # Seq2SeqTrainer always passes synced_gpus; only True (ranks step together, ZeRO-3) needs transformers' loop.
         if not model_kwargs.get("synced_gpus"):

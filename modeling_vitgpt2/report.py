@@ -86,15 +86,16 @@ def caption_grid(dataset, captions, indices, columns: int = 4, thumb: int = 192)
 def line_sheet(dataset, texts, indices) -> Image.Image:
     """Text-line images at their own size, each with what was read under it (and, in red, the reference it missed)."""
     font = grid_font()
-    images = [load_image(dataset[index]["image"]) for index in indices]
+    rows = [dataset[index] for index in indices]  # each row read (and its image decoded) once
+    images = [load_image(row["image"]) for row in rows]
+    references = [(as_caption_list(row["captions"]) or [""])[0] for row in rows]  # "": a blank line
     width = max([600] + [image.width + 16 for image in images])
-    heights = [image.height + 8 + 16 * (1 + (texts[index] != as_caption_list(dataset[index]["captions"])[0]))
-               for image, index in zip(images, indices)]  # fmt: skip
+    heights = [image.height + 8 + 16 * (1 + (texts[index] != reference))
+               for image, index, reference in zip(images, indices, references)]  # fmt: skip
     sheet = Image.new("RGB", (width, sum(heights) + 8), "white")
     draw, y = ImageDraw.Draw(sheet), 8
-    for image, index, height in zip(images, indices, heights):
+    for image, index, reference, height in zip(images, indices, references, heights):
         sheet.paste(image, (8, y))
-        reference = as_caption_list(dataset[index]["captions"])[0]
         draw.text((8, y + image.height + 4), "read: " + texts[index], fill="black", font=font)
         if texts[index] != reference:
             draw.text((8, y + image.height + 20), "reference: " + reference, fill=(200, 0, 0), font=font)

@@ -33,6 +33,23 @@ def train_caption_tokenizer(captions: Iterable[str], vocab_size: int = 512) -> P
     return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=EOS, eos_token=EOS, unk_token=EOS, pad_token=EOS)
 
 
+def scratch_gpt2_config(tokenizer, width: int, layers: int, heads: int, positions: int) -> GPT2Config:
+    """A small GPT-2 over `tokenizer`'s vocabulary, EOS as BOS, and no dropout: a small model learning from scratch
+    needs every signal, and it learns faster without."""
+    return GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=width,
+        n_layer=layers,
+        n_head=heads,
+        n_positions=positions,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
+
+
 def build_scratch_processor(tokenizer, image_size: int) -> VitGpt2Processor:
     # The PIL backend needs no torchvision; it saves as a plain CLIPImageProcessor that any install can load.
     image_processor = CLIPImageProcessorPil(
@@ -64,19 +81,7 @@ def build_scratch_model(
         projection_dim=vision_width,
     )
     prefix_tokens = (image_size // patch_size) ** 2 + config_kwargs.get("prefix_length", 1)
-    text_config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_embd=text_width,
-        n_layer=text_layers,
-        n_head=heads,
-        n_positions=prefix_tokens + max_caption_tokens,
-        bos_token_id=tokenizer.eos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        # No dropout: a small model learning from scratch needs every signal, and it learns faster without.
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-    )
+    text_config = scratch_gpt2_config(tokenizer, text_width, text_layers, heads, prefix_tokens + max_caption_tokens)
     config = VitGpt2Config(vision_config=vision_config, text_config=text_config, **config_kwargs)
     return VitGpt2ForCaptioning(config)
 
@@ -91,10 +96,13 @@ def build_character_tokenizer(characters: str) -> PreTrainedTokenizerFast:
     )
 
 
-def build_reader_processor(tokenizer, line_height: int = 32, blocks: int = 3) -> VitGpt2Processor:
-    # The margin covers the ConvNeXt's reach past a line's last read column (see VitGpt2LineImageProcessor).
-    margin = 36 + 12 * blocks
-    return VitGpt2Processor(VitGpt2LineImageProcessor(height=line_height, margin=margin), tokenizer=tokenizer)
+def build_reader_processor(tokenizer, config: VitGpt2Config) -> VitGpt2Processor:
+    """The processor for a reader of `config`: its line height, and a margin of paper past each line's last read
+    column that covers the ConvNeXt's reach (a 7x7 depthwise convolution per block: 3 columns each way), so that a
+    line reads the same in any batch (see VitGpt2LineImageProcessor)."""
+    reach = 3 * sum(config.vision_config.depths) * config.column_width
+    image_processor = VitGpt2LineImageProcessor(height=config.line_height, margin=reach + 36)
+    return VitGpt2Processor(image_processor, tokenizer=tokenizer)
 
 
 def build_scratch_reader(
@@ -121,18 +129,8 @@ def build_scratch_reader(
         image_size=line_height,
         layer_scale_init_value=0.1,  # ConvNeXt's 1e-6 starts every block as the identity: slow from scratch
     )
-    text_config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_embd=text_width,
-        n_layer=text_layers,
-        n_head=heads,
-        n_positions=max_line_width // (4 * column_merge) + max_text_tokens,
-        bos_token_id=tokenizer.eos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-    )
+    positions = max_line_width // (4 * column_merge) + max_text_tokens
+    text_config = scratch_gpt2_config(tokenizer, text_width, text_layers, heads, positions)
     config = VitGpt2Config(
         vision_config=vision_config,
         text_config=text_config,

@@ -57,17 +57,26 @@ def estimate_skew(ink: np.ndarray) -> float:
     return best(np.clip(coarse + np.arange(-0.75, 0.76, 0.25), -MAX_SKEW_DEGREES, MAX_SKEW_DEGREES))
 
 
+def _levelled(image: Image.Image, expand: bool) -> tuple[Image.Image, np.ndarray, float]:
+    """`image` in grey, turned by `estimate_skew` (the corners it uncovers filled with its median grey), its ink mask,
+    and the angle it was turned by (0: already level)."""
+    image = image.convert("L")
+    ink = ink_mask(image)
+    angle = estimate_skew(ink)
+    if angle:
+        background = int(np.median(np.asarray(image)))
+        image = image.rotate(-angle, resample=Image.BILINEAR, expand=expand, fillcolor=background)
+        ink = ink_mask(image)
+    return image, ink, angle
+
+
 def straighten_line(line: Image.Image) -> Image.Image:
     """A text line turned level (skew up to 3 degrees, as for pages) and cut to its text's rows plus a margin of a
     quarter of their height; a level line (or one without ink) is returned as it is. Grey ("L") either way."""
-    line = line.convert("L")
-    ink = ink_mask(line)
-    angle = estimate_skew(ink)
+    line, ink, angle = _levelled(line, expand=True)
     if not angle:
         return line
-    background = int(np.median(np.asarray(line)))
-    line = line.rotate(-angle, resample=Image.BILINEAR, expand=True, fillcolor=background)
-    rows = np.flatnonzero(ink_mask(line).any(axis=1))
+    rows = np.flatnonzero(ink.any(axis=1))
     if rows.size == 0:
         return line
     margin = max(1, round(0.25 * (rows[-1] - rows[0] + 1)))
@@ -81,11 +90,10 @@ def find_lines(page: Image.Image, deskew: bool = True) -> list[tuple[int, int, i
 
 
 def _lines(page: Image.Image, deskew: bool):
-    page = page.convert("L")
-    ink = ink_mask(page)
-    angle = estimate_skew(ink) if deskew else 0.0
-    if angle:
-        page = page.rotate(-angle, resample=Image.BILINEAR, expand=False, fillcolor=int(np.median(page)))
+    if deskew:
+        page, ink, _ = _levelled(page, expand=False)
+    else:
+        page = page.convert("L")
         ink = ink_mask(page)
     rows = ink.sum(axis=1)
     text_rows = rows > max(1, 0.002 * ink.shape[1])

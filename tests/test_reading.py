@@ -36,7 +36,6 @@ LINES = [
     "Its capital: Lome",
     "Togo",
 ]
-BLOCKS = 2
 
 
 def draw(lines, seed=0, font=0, height=32):
@@ -48,11 +47,11 @@ def train_reader(images, targets, steps=300, seed=0):
     """A tiny reader trained on (images, targets) until it knows them."""
     torch.manual_seed(seed)
     tokenizer = build_character_tokenizer(CHARSET)
-    processor = build_reader_processor(tokenizer, blocks=BLOCKS)
     model = build_scratch_reader(
-        tokenizer, vision_width=32, blocks=BLOCKS, text_width=64, text_layers=2, heads=2, max_line_width=1024,
+        tokenizer, vision_width=32, blocks=2, text_width=64, text_layers=2, heads=2, max_line_width=1024,
         max_text_tokens=64,
     )  # fmt: skip
+    processor = build_reader_processor(tokenizer, model.config)
     batch = processor(images=images, text_target=targets)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
@@ -165,7 +164,7 @@ def test_decoding_stops_a_loop():
     torch.manual_seed(0)
     tokenizer = build_character_tokenizer(CHARSET)
     model = build_scratch_reader(tokenizer, vision_width=16, blocks=1, text_width=32, text_layers=1, heads=1).eval()
-    processor = build_reader_processor(tokenizer, blocks=1)
+    processor = build_reader_processor(tokenizer, model.config)
     with torch.no_grad():  # an untrained model writes one character over and over
         ids = model.generate(**processor(images=draw(["Lome"])), max_new_tokens=120, ctc_weight=0)
     text = processor.batch_decode(ids)[0]

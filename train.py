@@ -107,10 +107,20 @@ class ModelArguments:
         default=None, metadata={"help": "Learning rate of the projection MLP (default: --learning_rate)."}
     )
     scratch_image_size: int = field(default=64, metadata={"help": "From scratch: image side in pixels."})
-    scratch_patch_size: int = field(default=16, metadata={"help": "From scratch: ViT patch side in pixels."})
+    scratch_patch_size: int = field(
+        default=16,
+        metadata={"help": "From scratch: pixels per prefix token's side (a ViT patch, or a ConvNeXt's last cell)."},
+    )
     scratch_width: int = field(default=192, metadata={"help": "From scratch: ViT and GPT-2 width."})
     scratch_layers: int = field(default=3, metadata={"help": "From scratch: ViT and GPT-2 depth."})
     scratch_vocab_size: int = field(default=400, metadata={"help": "From scratch: BPE vocabulary size."})
+    scratch_vision_tower: str = field(
+        default="convnext",
+        metadata={
+            "help": "From scratch, a captioner's vision tower: 'convnext' (convolutions: learns shapes apart from "
+            "colours, see README) or 'clip' (a ViT, as in the pretrained recipe)."
+        },
+    )
     reader: bool | None = field(
         default=None,
         metadata={
@@ -399,6 +409,7 @@ def build_model(model_args, train_dataset):
         vision_feature=model_args.vision_feature or "patch",
         vision_feature_layer=model_args.vision_feature_layer,
         prefix_length=model_args.prefix_length,
+        vision_tower=model_args.scratch_vision_tower,
     )
     return model, build_scratch_processor(tokenizer, model_args.scratch_image_size), False
 

@@ -99,7 +99,7 @@ class VitGpt2Config(PretrainedConfig):
         if self.vision_feature == "pooled" and vision_config.model_type == "clip_vision_model":
             return vision_config.projection_dim
         if vision_config.model_type == "convnext":
-            if self.vision_feature == "pooled":
+            if self.vision_feature in ("pooled", "patch"):
                 return vision_config.hidden_sizes[-1]
             return vision_config.hidden_sizes[-1] * (self.line_height // self._stride(0))
         return vision_config.hidden_size

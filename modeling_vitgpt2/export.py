@@ -115,7 +115,7 @@ def _examples_table(examples: list, intro: str, output_label: str) -> str:
 
 
 def render_reader_card(model, run: dict, metrics: dict, examples: list, repo_id: str) -> str:
-    config, vision = model.config, model.config.vision_config
+    config = model.config
     dataset_name = run.get("dataset", "unknown")
     builtin = dataset_name == "builtin:text-lines"
     eval_results, evaluation_table = _evaluation(metrics, dataset_name)
@@ -137,8 +137,7 @@ def render_reader_card(model, run: dict, metrics: dict, examples: list, repo_id:
         column_merge=config.column_merge,
         feature_size=config.vision_feature_size,
         ctc_weight=config.ctc_decoding_weight,
-        vision_description=f"{sum(vision.depths)} blocks, widths {list(vision.hidden_sizes)}, a "
-        f"{vision.patch_size} px stem",
+        vision_description=describe_vision_tower(config.vision_config),
         text_description=f"{config.text_config.n_layer} layers, width {config.text_config.n_embd}",
         parameter_count=f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M",
         training_description=f"Trained from scratch with `train.py` of vitgpt2 and `Seq2SeqTrainer` on `{dataset_name}`"
@@ -155,6 +154,19 @@ def render_reader_card(model, run: dict, metrics: dict, examples: list, repo_id:
         ),
     )
     return str(card)
+
+
+def describe_vision_tower(vision) -> str:
+    """The vision tower in a few words for a card: its kind, depth, width, images and patches."""
+    if vision.model_type == "convnext":
+        return (
+            f"ConvNeXt ({sum(vision.depths)} blocks, widths {list(vision.hidden_sizes)}, {vision.image_size}px "
+            f"images, a {vision.patch_size}px stem)"
+        )
+    return (
+        f"{vision.model_type} ({vision.num_hidden_layers} layers, width {vision.hidden_size}, {vision.image_size}px "
+        f"images, {vision.patch_size}px patches)"
+    )
 
 
 def render_card(model, run: dict, metrics: dict, examples: list, repo_id: str) -> str:
@@ -194,8 +206,7 @@ def render_card(model, run: dict, metrics: dict, examples: list, repo_id: str) -
         card_data,
         template_path=str(TEMPLATE),
         repo_id=repo_id,
-        vision_description=f"{vision.model_type} ({vision.num_hidden_layers} layers, width {vision.hidden_size}, "
-        f"{vision.image_size}px images, {vision.patch_size}px patches)",
+        vision_description=describe_vision_tower(vision),
         feature_description=f"{'pooled embedding' if pooled else 'patch tokens'} ({config.vision_feature_size}-d)",
         prefix_description=f"{config.prefix_length} prefix token(s)" if pooled else "one prefix token per patch",
         text_description=f"{config.text_config.n_layer} layers, width {config.text_config.n_embd}",

@@ -201,6 +201,8 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
             return feature_map.permute(0, 3, 1, 2).flatten(2)  # (batch, columns, channels x rows)
         if config.vision_feature == "patch":
             patches = output.hidden_states[config.vision_feature_layer]
+            if model_type == "convnext":  # a feature map (batch, channels, rows, columns): its cells, row by row
+                return patches.flatten(2).transpose(1, 2)
             return patches if model_type == "siglip_vision_model" else patches[:, 1:]  # drop [CLS]
         if model_type == "clip_vision_model":
             return output.image_embeds

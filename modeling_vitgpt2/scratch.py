@@ -68,18 +68,39 @@ def build_scratch_model(
     text_layers: int = 3,
     heads: int = 4,
     max_caption_tokens: int = 64,
+    vision_tower: str = "clip",
     **config_kwargs,
 ) -> VitGpt2ForCaptioning:
-    """A randomly initialised captioner whose vocabulary is `tokenizer`'s."""
-    vision_config = CLIPVisionConfig(
-        hidden_size=vision_width,
-        intermediate_size=4 * vision_width,
-        num_hidden_layers=vision_layers,
-        num_attention_heads=heads,
-        image_size=image_size,
-        patch_size=patch_size,
-        projection_dim=vision_width,
-    )
+    """A randomly initialised captioner whose vocabulary is `tokenizer`'s. `vision_tower`: "clip" (a ViT cutting
+    the image into `patch_size` patches) or "convnext" (a 4-px stem and stages that halve the map until one cell
+    covers `patch_size` pixels: the same number of prefix tokens, each seeing its neighbours)."""
+    if vision_tower not in ("clip", "convnext"):
+        raise ValueError(f"vision_tower={vision_tower!r}: use 'clip' or 'convnext'")
+    if vision_tower == "convnext":
+        if patch_size < 4 or patch_size & (patch_size - 1):
+            raise ValueError(
+                f"patch_size={patch_size}: a ConvNeXt tower's cells are 4 px doubled per stage (4, 8, 16...)"
+            )
+        stages = patch_size.bit_length() - 2  # 4 px: the stem alone; 8 px: one more stage; 16 px: two more
+        vision_config = ConvNextConfig(
+            num_channels=3,
+            patch_size=4,
+            num_stages=stages,
+            hidden_sizes=[vision_width // 2 ** (stages - 1 - stage) for stage in range(stages)],
+            depths=[1] * (stages - 1) + [vision_layers],
+            image_size=image_size,
+            layer_scale_init_value=0.1,  # ConvNeXt's 1e-6 starts every block as the identity: slow from scratch
+        )
+    else:
+        vision_config = CLIPVisionConfig(
+            hidden_size=vision_width,
+            intermediate_size=4 * vision_width,
+            num_hidden_layers=vision_layers,
+            num_attention_heads=heads,
+            image_size=image_size,
+            patch_size=patch_size,
+            projection_dim=vision_width,
+        )
     prefix_tokens = (image_size // patch_size) ** 2 + config_kwargs.get("prefix_length", 1)
     text_config = scratch_gpt2_config(tokenizer, text_width, text_layers, heads, prefix_tokens + max_caption_tokens)
     config = VitGpt2Config(vision_config=vision_config, text_config=text_config, **config_kwargs)

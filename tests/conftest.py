@@ -29,6 +29,8 @@ CAPTIONS = [
     "four tiny cyan dots",
 ]
 IMAGE_SIZE = 32
+# The from-scratch jobs' captioner: a ConvNeXt whose last feature map's cells are the prefix tokens.
+CONVNEXT_PATCHES = {"vision_tower": "convnext", "vision_feature": "patch", "vision_feature_layer": -1}
 
 
 def distinct_images(count: int, size: int = IMAGE_SIZE, seed: int = 0) -> list[Image.Image]:

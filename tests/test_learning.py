@@ -1,11 +1,13 @@
 """Learning is real: the image reaches the language model."""
 
 import pytest
-from conftest import CAPTIONS, caption, distinct_images, tiny_model, train_on_pairs
+from conftest import CAPTIONS, CONVNEXT_PATCHES, caption, distinct_images, tiny_model, train_on_pairs
 
 
 @pytest.mark.parametrize(
-    "variant", [{}, {"prefix_length": 4}, {"vision_feature": "patch"}], ids=["pooled", "prefix4", "patch"]
+    "variant",
+    [{}, {"prefix_length": 4}, {"vision_feature": "patch"}, CONVNEXT_PATCHES],
+    ids=["pooled", "prefix4", "patch", "convnext-patch"],
 )
 def test_learns_eight_distinct_captions_exactly(tokenizer, processor, variant):
     images = distinct_images(8)
@@ -15,8 +17,10 @@ def test_learns_eight_distinct_captions_exactly(tokenizer, processor, variant):
     assert caption(model, processor, images[::-1]) == CAPTIONS[::-1]
 
 
-def test_cannot_learn_when_images_are_shuffled_against_captions(tokenizer, processor):
+@pytest.mark.parametrize("variant", [{}, CONVNEXT_PATCHES], ids=["pooled", "convnext-patch"])
+def test_cannot_learn_when_images_are_shuffled_against_captions(tokenizer, processor, variant):
     images = distinct_images(8)
-    model = train_on_pairs(tiny_model(tokenizer, seed=5), processor, images, CAPTIONS, steps=300, shuffle_pairs=True)
+    model = tiny_model(tokenizer, seed=5, **variant)
+    model = train_on_pairs(model, processor, images, CAPTIONS, steps=300, shuffle_pairs=True)
     exact = sum(got == want for got, want in zip(caption(model, processor, images), CAPTIONS))
     assert exact <= 2, f"{exact}/8 exact without image information: the captions leak through something else"

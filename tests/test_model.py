@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import CAPTIONS, distinct_images, tiny_model, without_dropout
+from conftest import CAPTIONS, CONVNEXT_PATCHES, distinct_images, tiny_model, without_dropout
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
 
 from modeling_vitgpt2 import VitGpt2Config, VitGpt2ForCaptioning, VitGpt2Projector
@@ -15,7 +15,7 @@ def pixels(processor):
     return processor(images=distinct_images(4))["pixel_values"]
 
 
-@pytest.mark.parametrize("variant", [{}, {"prefix_length": 3}, {"vision_feature": "patch"}])
+@pytest.mark.parametrize("variant", [{}, {"prefix_length": 3}, {"vision_feature": "patch"}, CONVNEXT_PATCHES])
 @pytest.mark.parametrize("search", [{}, {"num_beams": 3}])
 def test_kv_cache_gives_the_same_tokens(tokenizer, pixels, variant, search):
     model = tiny_model(tokenizer, seed=1, **variant)
@@ -24,7 +24,7 @@ def test_kv_cache_gives_the_same_tokens(tokenizer, pixels, variant, search):
     assert torch.equal(cached, uncached)
 
 
-@pytest.mark.parametrize("variant", [{}, {"vision_feature": "patch"}])
+@pytest.mark.parametrize("variant", [{}, {"vision_feature": "patch"}, CONVNEXT_PATCHES])
 def test_batch_gives_the_same_captions_as_one_by_one(tokenizer, pixels, variant):
     model = tiny_model(tokenizer, seed=2, **variant)
     batched = model.generate(pixel_values=pixels, max_new_tokens=10, min_new_tokens=10)

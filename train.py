@@ -111,8 +111,12 @@ class ModelArguments:
         default=16,
         metadata={"help": "From scratch: pixels per prefix token's side (a ViT patch, or a ConvNeXt's last cell)."},
     )
-    scratch_width: int = field(default=192, metadata={"help": "From scratch: ViT and GPT-2 width."})
-    scratch_layers: int = field(default=3, metadata={"help": "From scratch: ViT and GPT-2 depth."})
+    scratch_width: int = field(
+        default=192, metadata={"help": "From scratch: GPT-2's width, and the vision tower's (its last stage's)."}
+    )
+    scratch_layers: int = field(
+        default=2, metadata={"help": "From scratch: GPT-2's depth, and the vision tower's (its last stage's) depth."}
+    )
     scratch_vocab_size: int = field(default=400, metadata={"help": "From scratch: BPE vocabulary size."})
     scratch_vision_tower: str = field(
         default="convnext",
@@ -226,7 +230,7 @@ EMBEDDED_DEFAULTS = dict(
     weight_decay=0.01,
     warmup_steps=100,
     lr_scheduler_type="cosine",
-    num_train_epochs=6,
+    num_train_epochs=7,
     logging_steps=50,
     eval_strategy="no",
     save_strategy="steps",

@@ -200,6 +200,7 @@ def render_card(model, run: dict, metrics: dict, examples: list, repo_id: str) -
     )
     vision = config.vision_config
     pooled = config.vision_feature == "pooled"
+    patches = "the last feature map's cells" if vision.model_type == "convnext" else "patch tokens"
     examples_table = _examples_table(examples, "Captions this model generated for evaluation images", "caption")
     from_scratch = not run.get("vision_model")
     card = ModelCard.from_template(
@@ -207,8 +208,8 @@ def render_card(model, run: dict, metrics: dict, examples: list, repo_id: str) -
         template_path=str(TEMPLATE),
         repo_id=repo_id,
         vision_description=describe_vision_tower(vision),
-        feature_description=f"{'pooled embedding' if pooled else 'patch tokens'} ({config.vision_feature_size}-d)",
-        prefix_description=f"{config.prefix_length} prefix token(s)" if pooled else "one prefix token per patch",
+        feature_description=f"{'pooled embedding' if pooled else patches} ({config.vision_feature_size}-d)",
+        prefix_description=f"{config.prefix_length} prefix token(s)" if pooled else "one prefix token each",
         text_description=f"{config.text_config.n_layer} layers, width {config.text_config.n_embd}",
         projection_in=config.vision_feature_size,
         projection_hidden=config.projection_hidden_size,

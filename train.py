@@ -122,7 +122,8 @@ class ModelArguments:
         default="convnext",
         metadata={
             "help": "From scratch, a captioner's vision tower: 'convnext' (convolutions: learns shapes apart from "
-            "colours, see README) or 'clip' (a ViT, as in the pretrained recipe)."
+            "colours, see README) or 'clip' (a ViT, as in the pretrained recipe).",
+            "choices": ["convnext", "clip"],
         },
     )
     reader: bool | None = field(

@@ -1,8 +1,9 @@
 """Small models built from scratch (no downloads), used by the embedded default jobs and by the tests; not shipped
 with checkpoints.
 
-- Captioners: a byte-level BPE tokenizer trained on the captions, a small CLIP vision tower and a small GPT-2 joined
-  by the design's projection MLP.
+- Captioners: a byte-level BPE tokenizer trained on the captions, a small vision tower (a ConvNeXt in the jobs, whose
+  last feature map's cells are the prefix tokens; or a CLIP ViT) and a small GPT-2 joined by the design's projection
+  MLP.
 - Readers: one token per character, a small ConvNeXt that turns a text line into columns (4 px each), the MLP over
   groups of columns, a small GPT-2, and a CTC head on the columns."""
 

@@ -112,10 +112,12 @@ class ModelArguments:
         metadata={"help": "From scratch: pixels per prefix token's side (a ViT patch, or a ConvNeXt's last cell)."},
     )
     scratch_width: int = field(
-        default=192, metadata={"help": "From scratch: GPT-2's width, and the vision tower's (its last stage's)."}
+        default=192,
+        metadata={"help": "From scratch: GPT-2's width, and a captioner's vision tower's (its last stage's)."},
     )
     scratch_layers: int = field(
-        default=2, metadata={"help": "From scratch: GPT-2's depth, and the vision tower's (its last stage's) depth."}
+        default=2,
+        metadata={"help": "From scratch: GPT-2's depth, and a captioner's vision tower's (its last stage's)."},
     )
     scratch_vocab_size: int = field(default=400, metadata={"help": "From scratch: BPE vocabulary size."})
     scratch_vision_tower: str = field(

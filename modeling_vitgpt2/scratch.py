@@ -17,6 +17,8 @@ from .modeling_vitgpt2 import VitGpt2ForCaptioning
 from .processing_vitgpt2 import VitGpt2LineImageProcessor, VitGpt2Processor
 
 EOS = "<|endoftext|>"
+# ConvNeXt's default 1e-6 starts every block as the identity: slow to learn from scratch.
+CONVNEXT_LAYER_SCALE = 0.1
 
 
 def train_caption_tokenizer(captions: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
@@ -90,7 +92,7 @@ def build_scratch_model(
             hidden_sizes=[vision_width // 2 ** (stages - 1 - stage) for stage in range(stages)],
             depths=[1] * (stages - 1) + [vision_layers],
             image_size=image_size,
-            layer_scale_init_value=0.1,  # ConvNeXt's 1e-6 starts every block as the identity: slow from scratch
+            layer_scale_init_value=CONVNEXT_LAYER_SCALE,
         )
     else:
         vision_config = CLIPVisionConfig(
@@ -149,7 +151,7 @@ def build_scratch_reader(
         hidden_sizes=[vision_width],
         depths=[blocks],
         image_size=line_height,
-        layer_scale_init_value=0.1,  # ConvNeXt's 1e-6 starts every block as the identity: slow from scratch
+        layer_scale_init_value=CONVNEXT_LAYER_SCALE,
     )
     positions = max_line_width // (4 * column_merge) + max_text_tokens
     text_config = scratch_gpt2_config(tokenizer, text_width, text_layers, heads, positions)

@@ -6,11 +6,13 @@ target and `generate(**batch)` — what Seq2SeqTrainer calls with the whole batc
 seeing the target.
 """
 
+import contextlib
 import copy
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import (
     AutoConfig,
     CLIPVisionModelWithProjection,
@@ -30,6 +32,10 @@ from .pipeline_vitgpt2 import TASK, VitGpt2CaptioningPipeline
 # Keys Seq2SeqTrainer (and users copying a training batch) pass to generate() that describe the target: never read.
 _TARGET_KEYS = ("labels", "target_input_ids", "decoder_input_ids", "decoder_attention_mask")
 DEFAULT_MAX_NEW_TOKENS = 32
+# Attention kernels for a padded batch being trained on a GPU: all but cuDNN's, whose backward on H100/H200 (PyTorch
+# >= 2.11) returns NaN gradients when a query row attends to nothing (our leading padding rows) and the length is
+# 64 mod 128 (pytorch/pytorch#196678). Seen here: a reader's first GPU run went NaN before step 100.
+_PADDING_SAFE_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def build_vision_tower(vision_config) -> PreTrainedModel:
@@ -362,10 +368,12 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
             labels = torch.cat([ignore, labels], dim=1)
         if position_ids is None:
             position_ids = positions_from_mask(mask)
-        output = self.language_model(
-            inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, labels=labels, return_dict=True,
-            **kwargs,
-        )  # fmt: skip
+        padded_backward = mask.is_cuda and torch.is_grad_enabled() and not mask.all()
+        with sdpa_kernel(_PADDING_SAFE_ATTENTION) if padded_backward else contextlib.nullcontext():
+            output = self.language_model(
+                inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, labels=labels, return_dict=True,
+                **kwargs,
+            )  # fmt: skip
         output = VitGpt2CausalLMOutput(**output, image_outputs=image_outputs, ctc_logits=ctc_logits)
         if ctc_logits is not None and output.loss is not None:
             column_mask = None if pixel_mask is None else self.column_mask(pixel_mask, ctc_logits.shape[1])

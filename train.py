@@ -136,6 +136,10 @@ class ModelArguments:
             f"{BUILTIN_TEXT_LINES}, else no."
         },
     )
+    reader_vision_width: int = field(
+        default=96, metadata={"help": "From scratch, a reader: its ConvNeXt's width (each 4-px column's feature)."}
+    )
+    reader_vision_blocks: int = field(default=3, metadata={"help": "From scratch, a reader: its ConvNeXt's blocks."})
 
 
 @dataclass
@@ -304,6 +308,25 @@ class WallClockLimit(TrainerCallback):
             control.should_save = True
 
 
+class TrainingDiverged(RuntimeError):
+    """The gradients stopped being finite: one more update would write NaN into every weight."""
+
+
+class StopOnDivergence(TrainerCallback):
+    """Stops a run at the first step whose (clipped) gradients are not finite, before the optimizer applies them: a
+    diverged run never recovers, and would spend its remaining budget saving NaN weights over the output folder
+    (the reading job's first GPU run did: 10,000 steps of NaN). fp16's loss scaler skips such steps itself."""
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        grads = [parameter.grad for parameter in model.parameters() if parameter.grad is not None]
+        if not args.fp16 and grads and not torch.stack(torch._foreach_norm(grads)).isfinite().all():
+            raise TrainingDiverged(
+                f"training diverged at step {state.global_step + 1}: the gradients are not finite (NaN or inf); "
+                f"stopped before that update, so no weights from it were saved into {args.output_dir}. Try a "
+                "lower --learning_rate or --max_grad_norm, or fp32 (--bf16 False)"
+            )
+
+
 class BudgetedTrainer(Seq2SeqTrainer):
     """With a wall-time budget, the learning rate warms up and then follows a cosine over whichever ends first, the
     planned steps or the budget: on a slow machine the run still anneals fully instead of stopping at a high rate."""
@@ -399,7 +422,8 @@ def build_model(model_args, train_dataset):
     if model_args.reader:
         tokenizer = build_character_tokenizer(CHARSET + "".join(sorted(set("".join(texts)) - set(CHARSET))))
         model = build_scratch_reader(
-            tokenizer, text_width=model_args.scratch_width, text_layers=model_args.scratch_layers,
+            tokenizer, vision_width=model_args.reader_vision_width, blocks=model_args.reader_vision_blocks,
+            text_width=model_args.scratch_width, text_layers=model_args.scratch_layers,
             heads=max(1, model_args.scratch_width // 64),
         )  # fmt: skip
         return model, build_reader_processor(tokenizer, model.config), False
@@ -564,7 +588,7 @@ def main():
         data_collator=collator,
         processing_class=processor,
         compute_metrics=metrics_for(eval_split) if eval_split else None,
-        callbacks=[WallClockLimit(clock)] if clock else [],
+        callbacks=[StopOnDivergence()] + ([WallClockLimit(clock)] if clock else []),
         optimizers=(optimizer, None),
         clock=clock,
     )
@@ -577,7 +601,10 @@ def main():
     elif checkpoint and not os.path.isfile(os.path.join(checkpoint, "trainer_state.json")):
         sys.exit(f"error: --resume_from_checkpoint {checkpoint}: not a complete checkpoint (no trainer_state.json)")
     if training_args.do_train or not training_args.do_eval:
-        result = trainer.train(resume_from_checkpoint=checkpoint)
+        try:
+            result = trainer.train(resume_from_checkpoint=checkpoint)
+        except TrainingDiverged as error:
+            sys.exit(f"error: {error}")
         trainer.save_model()  # model + processor + remote code into output_dir
         metrics = dict(result.metrics)
         metrics["train_skipped_examples"] = skipped if skipped is not None else sum(train_skips.reasons.values())

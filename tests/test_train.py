@@ -269,3 +269,15 @@ def test_wall_time_budget_stops_training_with_the_learning_rate_annealed(tmp_pat
     assert len(rates) < 100000 and max(rates) > 1e-4
     assert rates[-1] < 0.05 * max(rates), "the schedule did not anneal within the budget"
     assert "test_exact_match" in results_of(out)  # still evaluated and saved
+
+
+def test_a_diverging_run_stops_with_a_clear_error_before_saving_nan_weights(tmp_path):
+    # A learning rate of 1e30 sends every weight to ~1e30 in the first update; the second step's gradients are NaN.
+    result = run_train(
+        *TINY, "--max_steps", "10", "--warmup_steps", "0", "--learning_rate", "1e30", "--save_steps", "1",
+        output_dir=tmp_path, check=False, timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0 and "training diverged at step 2" in result.stderr, result.stderr[-1500:]
+    assert "Traceback" not in result.stderr
+    assert (tmp_path / "checkpoint-1").is_dir() and not (tmp_path / "checkpoint-2").exists()
+    assert not (tmp_path / "model.safetensors").exists() and not (tmp_path / "all_results.json").exists()

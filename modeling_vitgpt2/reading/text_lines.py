@@ -86,7 +86,7 @@ def _split(seed, split, texts, fonts, names, degradation=None) -> datasets.Datas
     """`texts` drawn in `fonts` (one at random per line) with `degradation`, or a random one per line."""
     jobs = [(seed, split, index, text, fonts, names, degradation) for index, text in enumerate(texts)]
     progress = dict(total=len(jobs), desc=f"drawing {split} lines", leave=False)
-    workers = min(4, os.cpu_count() or 1)
+    workers = os.cpu_count() or 1  # each line is its own job: a GPU machine's 16 cores draw 8x what 2 do
     if workers > 1 and len(jobs) >= 1000:
         with multiprocessing.get_context("fork" if os.name == "posix" else "spawn").Pool(workers) as pool:
             drawn = list(tqdm(pool.imap(_draw, jobs, chunksize=256), **progress))

@@ -14,7 +14,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee 
 "$python" -c "import os, torch, transformers, sys; print(sys.version.split()[0], torch.__version__, \
 transformers.__version__, os.cpu_count(), 'cores')" 2>&1 | tee -a "$out/device.txt"
 
-# A reader 5x the CPU job's: ConvNeXt width 192 x 6 blocks (a 768-d feature per 4-px column), GPT-2 256 x 4.
+# A reader 3.6x the CPU job's (6.9M parameters): ConvNeXt width 192 x 6 blocks (a 768-d feature per 4-px column), GPT-2 256 x 4.
 sizes="--builtin_train_size ${TRAIN_LINES:-160000} --num_train_epochs 8 --max_train_minutes ${TRAIN_MINUTES:-4.5}
   --per_device_train_batch_size 128 --dataloader_num_workers 12"
 shape="--scratch_width 256 --scratch_layers 4 --reader_vision_width 192 --reader_vision_blocks 6"

@@ -191,6 +191,14 @@ class DataArguments:
             "built-in data; 0-0.1 suits natural captions)."
         },
     )
+    tasks_per_image: int = field(
+        default=1,
+        metadata={
+            "help": "Train up to N of an example's tasks per step from one reading of its image: its caption and N-1 "
+            "of its questions, packed in one sequence where each task sees only the image and its own prompt, as "
+            "if trained alone (1: one task drawn per example and epoch)."
+        },
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on the first N examples only."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N examples only."})
     streaming: bool = field(
@@ -351,6 +359,15 @@ class BudgetedTrainer(Seq2SeqTrainer):
 
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, factor)
         return self.lr_scheduler
+
+    def evaluation_loop(self, *args, **kwargs):
+        # Evaluation reads each example's first task, whole (the metrics score against all its references), never
+        # the training draws: no random task, no token dropout, no packing.
+        training, self.data_collator.training = self.data_collator.training, False
+        try:
+            return super().evaluation_loop(*args, **kwargs)
+        finally:
+            self.data_collator.training = training
 
     def _get_eval_sampler(self, eval_dataset):
         # transformers 5 length-groups evaluation too when training does; predictions must stay in dataset order to
@@ -548,6 +565,7 @@ def main():
         token_dropout=data_args.caption_token_dropout,
         # A compiled model recompiles for each new caption length; multiples of 8 leave a handful of shapes.
         pad_to_multiple_of=8 if training_args.torch_compile else None,
+        tasks_per_image=data_args.tasks_per_image,
     )
     metric = evaluate.load(METRIC)
 
@@ -619,7 +637,6 @@ def main():
             logger.warning(train_skips.report("train"))
 
     # --- evaluation -------------------------------------------------------------------------------------------
-    collator.training = False  # the first reference as label; the metrics score against all of them
     results = {}
     for split, split_dataset in evaluation.items():
         prefix = "eval" if split == eval_split else split

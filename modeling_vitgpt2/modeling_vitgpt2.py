@@ -27,6 +27,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, CausalLMOu
 
 from .configuration_vitgpt2 import VitGpt2Config
 from .decoding_vitgpt2 import CTCPrefixScorer, can_decode_fast, ctc_guided_decode, greedy_decode, positions_from_mask
+from .packing_vitgpt2 import pack_tasks
 from .pipeline_vitgpt2 import TASK, VitGpt2CaptioningPipeline
 
 # Keys Seq2SeqTrainer (and users copying a training batch) pass to generate() that describe the target: never read.
@@ -337,6 +338,9 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
         Args:
             input_ids / inputs_embeds, attention_mask: the prompt (left-padded in a batch); none for captioning.
             labels: the target (caption or answer, EOS included), -100 after its end. The loss covers these only.
+                Training may give several tasks per image as 3-D input_ids / attention_mask / labels (images x tasks x
+                tokens): they are packed into one sequence per image (packing_vitgpt2.py), and the logits are over
+                that sequence.
             target_input_ids: what GPT-2 reads in the target's place while training (e.g. with some tokens replaced
                 by noise); by default the target itself.
             position_ids: over the whole sequence; by default counted over the attention mask, skipping padding.
@@ -355,6 +359,39 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
         else:
             prefix = self.get_image_prefix(vision_features=vision_features)
         prefix_mask = self.prefix_mask(pixel_mask, prefix)
+        if (labels is not None and labels.dim() == 3) or (input_ids is not None and input_ids.dim() == 3):
+            if position_ids is not None or inputs_embeds is not None or ctc_logits is not None:
+                raise ValueError(
+                    "several tasks per image (3-D input_ids/labels) take input_ids, not inputs_embeds or "
+                    "position_ids, and are for captioners (a reader trains one line per image)"
+                )
+            embeds, attention, position_ids, labels, mask = self._packed_tasks(
+                prefix, prefix_mask, input_ids, attention_mask, labels, target_input_ids
+            )
+        else:
+            embeds, mask, labels = self._prompt_and_target(
+                prefix, prefix_mask, input_ids, attention_mask, inputs_embeds, labels, target_input_ids
+            )
+            attention = mask
+        if position_ids is None:
+            position_ids = positions_from_mask(mask)
+        padded_backward = mask.is_cuda and torch.is_grad_enabled() and not mask.all()
+        with sdpa_kernel(_PADDING_SAFE_ATTENTION) if padded_backward else contextlib.nullcontext():
+            output = self.language_model(
+                inputs_embeds=embeds, attention_mask=attention, position_ids=position_ids, labels=labels,
+                return_dict=True, **kwargs,
+            )  # fmt: skip
+        output = VitGpt2CausalLMOutput(**output, image_outputs=image_outputs, ctc_logits=ctc_logits)
+        if ctc_logits is not None and output.loss is not None:
+            column_mask = None if pixel_mask is None else self.column_mask(pixel_mask, ctc_logits.shape[1])
+            ctc_loss = self._ctc_loss(ctc_logits, labels, column_mask)  # the prefix and prompt are -100 there
+            output.loss = output.loss + self.config.ctc_loss_weight * ctc_loss
+        return self._as_requested(output, return_dict)
+
+    def _prompt_and_target(
+        self, prefix, prefix_mask, input_ids, attention_mask, inputs_embeds, labels, target_input_ids
+    ):
+        """[image prefix, prompt, target] embeddings, their attention mask and labels (-100 outside the target)."""
         embeds, mask = self._with_prompt(prefix, input_ids, attention_mask, inputs_embeds, prefix_mask)
         if labels is not None:
             labels = labels.to(prefix.device)
@@ -366,20 +403,24 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
             embeds = torch.cat([embeds, target], dim=1)
             mask = torch.cat([mask, in_target.to(mask.dtype)], dim=1)
             labels = torch.cat([ignore, labels], dim=1)
-        if position_ids is None:
-            position_ids = positions_from_mask(mask)
-        padded_backward = mask.is_cuda and torch.is_grad_enabled() and not mask.all()
-        with sdpa_kernel(_PADDING_SAFE_ATTENTION) if padded_backward else contextlib.nullcontext():
-            output = self.language_model(
-                inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, labels=labels, return_dict=True,
-                **kwargs,
-            )  # fmt: skip
-        output = VitGpt2CausalLMOutput(**output, image_outputs=image_outputs, ctc_logits=ctc_logits)
-        if ctc_logits is not None and output.loss is not None:
-            column_mask = None if pixel_mask is None else self.column_mask(pixel_mask, ctc_logits.shape[1])
-            ctc_loss = self._ctc_loss(ctc_logits, labels, column_mask)  # the prefix and prompt are -100 there
-            output.loss = output.loss + self.config.ctc_loss_weight * ctc_loss
-        return self._as_requested(output, return_dict)
+        return embeds, mask, labels
+
+    def _packed_tasks(self, prefix, prefix_mask, input_ids, attention_mask, labels, target_input_ids):
+        """An image's tasks (images x tasks x tokens) in one sequence after its prefix (packing_vitgpt2.py)."""
+        if labels is None or labels.dim() != 3 or (input_ids is not None and input_ids.dim() != 3):
+            raise ValueError("several tasks per image are for training: give labels and input_ids (if any) as "
+                             "images x tasks x tokens")  # fmt: skip
+        labels = labels.to(prefix.device)
+        if target_input_ids is None:
+            target_input_ids = labels.masked_fill(labels == -100, self.config.pad_token_id)
+        packed = pack_tasks(
+            prefix, prefix_mask, self.get_input_embeddings(), input_ids, attention_mask, labels, target_input_ids
+        )
+        positions = self.config.text_config.n_positions
+        if packed[2].max() >= positions:
+            raise ValueError(f"a task (prompt and target) too long: with the image it needs more than GPT-2's "
+                             f"{positions} positions")  # fmt: skip
+        return packed
 
     def _ctc_loss(self, ctc_logits, labels, column_mask=None):
         """CTC between the columns and the target's characters (EOS, the blank, and -100 left out)."""

@@ -197,10 +197,14 @@ def plural(shape: str, count: int) -> str:
     return shape if count == 1 else f"{shape}es" if shape == "cross" else f"{shape}s"
 
 
-def questions_about(groups, rng: random.Random, allowed_combinations) -> list[tuple[str, str, str, tuple]]:
+def questions_about(
+    groups, rng: random.Random, allowed_combinations, near_misses: bool = False
+) -> list[tuple[str, str, str, tuple]]:
     """Every question this scene answers unambiguously: (type, question, answer, the colour-shape it is about).
 
     `allowed_combinations` are the colour-shape pairs a "no" question may name (training never names held-out ones).
+    `near_misses` adds a second "no" that names a present colour or shape (training: the "no"s a model gets wrong by
+    checking the colour or the shape alone).
     """
     questions = []
     shapes = [group[3] for group in groups]
@@ -219,8 +223,11 @@ def questions_about(groups, rng: random.Random, allowed_combinations) -> list[tu
     absent = [combo for combo in allowed_combinations if combo not in {group[2:4] for group in groups}]
     # Half the "no" questions name a present colour or shape, so that colour alone or shape alone cannot answer.
     near = [combo for combo in absent if combo[0] in colours or combo[1] in shapes]
-    colour, shape = rng.choice(near if near and rng.random() < 0.5 else absent)
-    questions.append(("yesno", f"is there {article(colour)} {colour} {shape}?", "no", (colour, shape)))
+    absentees = [rng.choice(near if near and rng.random() < 0.5 else absent)]
+    if near_misses and near:
+        absentees.append(rng.choice(near))
+    for colour, shape in dict.fromkeys(absentees):
+        questions.append(("yesno", f"is there {article(colour)} {colour} {shape}?", "no", (colour, shape)))
     if len(groups) == 2:
         first, relation, second = relation_of(groups)
         for subject, word, other in ((first, relation, second), (second, INVERSE_RELATION[relation], first)):
@@ -242,22 +249,19 @@ def pick_questions(questions, rng: random.Random, prefer=frozenset()) -> list:
     return chosen
 
 
-TRAIN_QUESTIONS_PER_SCENE = 3
-
-
 def make_vqa_training_split(size: int, seed: int, image_size: int, caption_share: float) -> datasets.Dataset:
-    """One row per training scene carrying several tasks (`prompt` and `captions` as aligned lists): the caption
-    (empty prompt) and TRAIN_QUESTIONS_PER_SCENE questions of different types; the caption is listed often enough
-    that `caption_share` of training's draws (one task per row and epoch) are captions."""
+    """One row per training scene carrying all its tasks (`prompt` and `captions` as aligned lists): the caption
+    (empty prompt) and every question the scene answers, near-miss "no"s included; the caption is listed often enough
+    that `caption_share` of the draws of one task per row are captions (`--tasks_per_image` 1). Packed training
+    (`--tasks_per_image` N) takes the caption and N-1 of the questions each epoch."""
     if not 0 < caption_share < 1:
         raise ValueError(f"caption_share={caption_share}: a share strictly between 0 and 1")
-    copies = max(1, round(TRAIN_QUESTIONS_PER_SCENE * caption_share / (1 - caption_share)))
     scenes = make_scenes(size, seed, image_size, unseen=False, name="train")
     rng = random.Random(f"questions-{seed}")  # its own stream: the scenes are those of builtin:shapes
     rows = {"image": [], "prompt": [], "captions": []}
     for image, groups in scenes:
-        questions = pick_questions(questions_about(groups, rng, SEEN_COMBINATIONS), rng)
-        questions = rng.sample(questions, min(TRAIN_QUESTIONS_PER_SCENE, len(questions)))
+        questions = questions_about(groups, rng, SEEN_COMBINATIONS, near_misses=True)
+        copies = max(1, round(len(questions) * caption_share / (1 - caption_share)))
         rows["image"].append(image)
         rows["prompt"].append([""] * copies + [question_prompt(question) for _, question, _, _ in questions])
         rows["captions"].append([caption_for(groups)] * copies + [answer for _, _, answer, _ in questions])

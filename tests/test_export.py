@@ -76,7 +76,7 @@ def test_exported_folder_holds_what_the_hub_needs(exported):
         "model.safetensors", "config.json", "generation_config.json", "processor_config.json",
         "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "configuration_vitgpt2.py",
         "modeling_vitgpt2.py", "decoding_vitgpt2.py", "processing_vitgpt2.py", "pipeline_vitgpt2.py",
-        "segmentation_vitgpt2.py", "handler.py",
+        "segmentation_vitgpt2.py", "packing_vitgpt2.py", "handler.py",
         "requirements.txt", "README.md", "examples",
     }  # fmt: skip
     assert names == expected, names ^ expected

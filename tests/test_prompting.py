@@ -5,11 +5,12 @@ import tempfile
 
 import pytest
 import torch
-from conftest import CAPTIONS, distinct_images, tiny_model, train_on_pairs, without_dropout
+from conftest import CAPTIONS, CONVNEXT_PATCHES, distinct_images, tiny_model, train_on_pairs, without_dropout
 from transformers import AutoModel, AutoProcessor, pipeline
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from modeling_vitgpt2 import VitGpt2ForCaptioning
+from modeling_vitgpt2.data import CaptionCollator
 
 PROMPTS = ["a red", "two small blue squares", "", "three purple hearts in"]  # different lengths, one empty
 
@@ -224,3 +225,55 @@ def test_processor_pads_prompts_left_and_targets_right(processor):
     assert "input_ids" not in processor(text=["", None])  # no prompt at all: caption
     with pytest.raises(ValueError, match="target 1"):
         processor(text_target=["a caption", "  "])
+
+
+@pytest.mark.parametrize("variant", [{}, {"prefix_length": 2}, CONVNEXT_PATCHES])
+def test_packed_tasks_train_as_separate_rows(tokenizer, processor, images, variant):
+    """An image's caption and questions packed after one reading of the image: the same loss and gradients as the
+    same tasks trained as separate rows, each after its own copy of the image."""
+    model = without_dropout(tiny_model(tokenizer, seed=9, **variant))
+    examples = [
+        {"image": images[0], "prompt": ["", "a red", "two small blue squares"], "captions": CAPTIONS[:3]},
+        {"image": images[1], "prompt": ["three purple", ""], "captions": CAPTIONS[3:5]},  # the caption goes first
+        {"image": images[2], "prompt": ["an orange"], "captions": CAPTIONS[5:6]},  # no caption; slots left unused
+    ]
+    collator = CaptionCollator(processor, 32, tasks_per_image=3)
+    packed = collator(examples)
+    assert packed["labels"].shape[:2] == (3, 3) and packed["input_ids"].shape[:2] == (3, 3)
+    separate = []  # (pixel row, prompt ids, prompt mask, labels) of each task the collator drew
+    for image, tasks in enumerate(zip(packed["input_ids"], packed["attention_mask"], packed["labels"])):
+        drawn = [task for task in zip(*tasks) if (task[2] != -100).any()]
+        targets = [processor.decode(labels[labels != -100]) for _, _, labels in drawn]
+        assert sorted(targets) == sorted(examples[image]["captions"])  # every task once
+        prompts = examples[image]["prompt"]
+        assert targets[0] == examples[image]["captions"][prompts.index("")] if "" in prompts else True
+        separate += [(image, ids[None], mask[None], labels[None]) for ids, mask, labels in drawn]
+
+    loss = model(
+        pixel_values=packed["pixel_values"], **{k: packed[k] for k in ("input_ids", "attention_mask", "labels")}
+    ).loss
+    loss.backward()
+    packed_grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    model.zero_grad()
+    tokens = sum(int((labels != -100).sum()) for *_, labels in separate)
+    total = 0
+    for image, ids, mask, labels in separate:
+        row = model(pixel_values=packed["pixel_values"][image : image + 1], input_ids=ids, attention_mask=mask,
+                    labels=labels)  # fmt: skip
+        row_tokens = int((labels != -100).sum())
+        (row.loss * row_tokens / tokens).backward()
+        total += row.loss.detach() * row_tokens / tokens
+    torch.testing.assert_close(loss.detach(), total)
+    separate_grads = [p.grad for p in model.parameters() if p.grad is not None]
+    for packed_grad, separate_grad in zip(packed_grads, separate_grads, strict=True):
+        torch.testing.assert_close(packed_grad, separate_grad, atol=1e-6, rtol=1e-4)
+
+
+def test_packed_tasks_refuse_a_second_caption(tokenizer, processor, images):
+    model = tiny_model(tokenizer, seed=9)
+    targets = processor.tokenize_targets(CAPTIONS[:2])["labels"][None]  # one image, two tasks, neither prompted
+    pixel_values = processor(images=images[:1])["pixel_values"]
+    with pytest.raises(ValueError, match="only an image's first task may go without a prompt"):
+        model(pixel_values=pixel_values, labels=targets)
+    with pytest.raises(ValueError, match="for training"):
+        model(pixel_values=pixel_values, input_ids=torch.ones(1, 2, 3, dtype=torch.long))

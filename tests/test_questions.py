@@ -115,6 +115,14 @@ def test_training_draws_half_captions_half_questions_of_every_type(vqa):
     assert sum(not prompt for prompt in prompts) == len(prompts) // 2  # caption_share 0.5
     types = {question_type(prompt[len("Question: ") :]) for prompt in prompts if prompt}
     assert types == set(QUESTION_TYPES)
+    # Every scene's "no"s include one that names a colour or a shape the scene has: colour alone or shape alone
+    # cannot answer it.
+    near_misses = 0
+    for caption, questions in scenes_of(vqa["train"]):
+        words = {singular(word) for word in caption.split()}
+        nos = [question.split()[-3:-1] for _, question, answer in questions if answer == "no"]
+        near_misses += any(colour in words or shape.rstrip("?") in words for colour, shape in nos)
+    assert near_misses >= 0.95 * len(vqa["train"])
     shares = load_shapes_vqa_dataset(**{**SIZES, "caption_share": 2 / 3})["train"]["prompt"]
     assert sum(not prompt for row in shares for prompt in row) == 2 * sum(
         bool(prompt) for row in shares for prompt in row
@@ -181,6 +189,7 @@ def test_train_py_on_builtin_questions(tmp_path):
     out = tmp_path / "vqa"
     result = run_train(
         *TINY, "--dataset", "builtin:shapes-vqa", "--builtin_train_size", "300", "--max_steps", "30",
+        "--eval_strategy", "steps", "--eval_steps", "20",  # evaluation mid-training reads whole, unpacked tasks
         output_dir=out,
     )  # fmt: skip
     metrics = results_of(out)

@@ -213,7 +213,10 @@ class DataArguments:
     builtin_eval_size: int = field(default=500, metadata={"help": f"{BUILTIN}: scenes per evaluation split."})
     builtin_caption_share: float = field(
         default=0.5,
-        metadata={"help": f"{BUILTIN_VQA}: share of training draws that are the caption (the rest are questions)."},
+        metadata={
+            "help": f"{BUILTIN_VQA} with --tasks_per_image 1: share of training draws that are the caption (the rest "
+            "are questions). Packed training (its default, 4) takes each scene's caption every epoch."
+        },
     )
 
 
@@ -270,6 +273,9 @@ EMBEDDED_DEFAULTS = dict(
     torch_compile=torch.cuda.is_available(),
     seed=42,
 )
+# What `python train.py --dataset builtin:shapes-vqa` changes in those defaults: the questions job trains each scene's
+# caption and questions together, packed after one reading of the image (README, Questions).
+QUESTION_DEFAULTS = dict(tasks_per_image=4, num_train_epochs=5)
 # What `python train.py --dataset builtin:text-lines` changes in those defaults: the reading job.
 READING_DEFAULTS = dict(
     output_dir="runs/text-lines",
@@ -384,6 +390,8 @@ def parse_arguments():
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.set_defaults(**EMBEDDED_DEFAULTS)
     chosen, _ = parser.parse_known_args()
+    if chosen.dataset == BUILTIN_VQA:
+        parser.set_defaults(**QUESTION_DEFAULTS)
     if chosen.dataset == BUILTIN_TEXT_LINES:
         parser.set_defaults(**READING_DEFAULTS)
     return parser.parse_args_into_dataclasses()

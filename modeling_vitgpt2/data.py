@@ -269,11 +269,7 @@ class CaptionCollator:
         if self.training and self.tasks_per_image > 1:
             batch = self._packed_tasks([self._draw_tasks(options) for options in tasks])
         else:
-            prompts, targets = zip(*(random.choice(options) if self.training else options[0] for options in tasks))
-            batch = self.processor.tokenize_targets(
-                targets, max_length=self.max_caption_length, pad_to_multiple_of=self.pad_to_multiple_of
-            )
-            batch.update(self.processor.tokenize_prompts(list(prompts)))
+            batch = self._tokenize([random.choice(options) if self.training else options[0] for options in tasks])
         if self.training and self.token_dropout:
             # Replace some of the target's *input* tokens (labels stay) with random ones: the next word must then
             # come from the image more than from the words before it (on the built-in data: test exact match 68% ->
@@ -290,6 +286,16 @@ class CaptionCollator:
             batch.update(self.processor(images=images))  # pixel_values, and a reader's pixel_mask
         return batch
 
+    def _tokenize(self, tasks: list[tuple[str, str]]) -> dict:
+        """(prompt, target) pairs -> `labels` (right-padded targets) and, where any prompt is set, `input_ids` and
+        `attention_mask` (left-padded prompts)."""
+        prompts, targets = zip(*tasks)
+        batch = self.processor.tokenize_targets(
+            targets, max_length=self.max_caption_length, pad_to_multiple_of=self.pad_to_multiple_of
+        )
+        batch.update(self.processor.tokenize_prompts(list(prompts)))
+        return batch
+
     def _draw_tasks(self, options: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """Up to `tasks_per_image` distinct tasks: one caption (unprompted) first, if there is one, then prompted ones.
         Only one caption: a packed task's first token is predicted from the token before it, and only the first
@@ -302,11 +308,7 @@ class CaptionCollator:
     def _packed_tasks(self, drawn: list[list[tuple[str, str]]]) -> dict:
         """Prompts and targets of each image's tasks as images x tasks x tokens (unused slots are padding)."""
         slots = [(image, slot) for image, tasks in enumerate(drawn) for slot in range(len(tasks))]
-        prompts, targets = zip(*(task for tasks in drawn for task in tasks))
-        flat = self.processor.tokenize_targets(
-            targets, max_length=self.max_caption_length, pad_to_multiple_of=self.pad_to_multiple_of
-        )
-        flat.update(self.processor.tokenize_prompts(list(prompts)))
+        flat = self._tokenize([task for tasks in drawn for task in tasks])
         images, width = len(drawn), max(len(tasks) for tasks in drawn)
         image_index, slot_index = torch.tensor(slots).T
         batch, pad = {}, self.processor.tokenizer.pad_token_id

@@ -413,14 +413,14 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
         labels = labels.to(prefix.device)
         if target_input_ids is None:
             target_input_ids = labels.masked_fill(labels == -100, self.config.pad_token_id)
-        packed = pack_tasks(
+        embeds, attention, position_ids, labels, mask = pack_tasks(
             prefix, prefix_mask, self.get_input_embeddings(), input_ids, attention_mask, labels, target_input_ids
         )
         positions = self.config.text_config.n_positions
-        if packed[2].max() >= positions:
+        if position_ids.max() >= positions:
             raise ValueError(f"a task (prompt and target) too long: with the image it needs more than GPT-2's "
                              f"{positions} positions")  # fmt: skip
-        return packed
+        return embeds, attention, position_ids, labels, mask
 
     def _ctc_loss(self, ctc_logits, labels, column_mask=None):
         """CTC between the columns and the target's characters (EOS, the blank, and -100 left out)."""

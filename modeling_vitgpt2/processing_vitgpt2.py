@@ -12,7 +12,7 @@ from PIL import Image, UnidentifiedImageError
 from transformers import AutoImageProcessor, AutoTokenizer, BatchFeature, ProcessorMixin
 from transformers.image_processing_utils import BaseImageProcessor
 
-from .segmentation_vitgpt2 import line_images, straighten_line
+from .segmentation_vitgpt2 import frame_line, line_images, straighten_line
 
 
 class ImageLoadError(ValueError):
@@ -106,8 +106,10 @@ def load_image(source, max_side: int = 2048) -> Image.Image:
 
 class VitGpt2LineImageProcessor(BaseImageProcessor):
     """Text lines for a reader: grey, straightened (`deskew`: a line skewed by up to 3 degrees is turned level and
-    cut to its text, as the page segmenter does), `height` px tall with the aspect ratio kept (a line wider than
-    `max_width` is narrowed to fit), right-padded with the line's own background, normalised to [-1, 1].
+    cut to its text, as the page segmenter does) and, with `frame`, framed by its own x-height
+    (segmentation_vitgpt2.frame_line: letters at one size and place whatever the font or the crop), `height` px tall
+    with the aspect ratio kept (a line wider than `max_width` is narrowed to fit), right-padded with the line's own
+    background, normalised to [-1, 1]. (`frame` is off by default so that readers saved before it read as trained.)
 
     A batch has one width; `pixel_mask` (batch, width) marks each line's columns, up to 16 px past its text (a
     multiple of 16). Every line gets at least `margin` px of background after that, which must cover the vision
@@ -118,18 +120,22 @@ class VitGpt2LineImageProcessor(BaseImageProcessor):
     model_input_names = ["pixel_values", "pixel_mask"]
 
     def __init__(
-        self, height=32, max_width=2048, margin=72, width_multiple=32, deskew: bool = True, **kwargs
+        self, height=32, max_width=2048, margin=72, width_multiple=32, deskew: bool = True, frame: bool = False,
+        **kwargs,
     ):  # fmt: skip
         super().__init__(**kwargs)
         self.height, self.max_width, self.margin, self.width_multiple = height, max_width, margin, width_multiple
-        self.deskew = deskew
+        self.deskew, self.frame = deskew, frame
 
     def preprocess(self, images, return_tensors="pt", **kwargs) -> BatchFeature:
         images = images if isinstance(images, (list, tuple)) else [images]
         lines, backgrounds, read_widths, widths = [], [], [], []
         for image in images:
             image = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
-            image = straighten_line(image) if self.deskew else image.convert("L")
+            if self.frame:
+                image = frame_line(image)
+            else:
+                image = straighten_line(image) if self.deskew else image.convert("L")
             width = max(1, min(round(image.width * self.height / image.height), self.max_width - self.margin))
             line = np.asarray(image.resize((width, self.height), Image.BILINEAR, reducing_gap=2.0), np.float32)
             border = np.concatenate([line[0], line[-1], line[:, 0], line[:, -1]])

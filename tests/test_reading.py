@@ -5,8 +5,12 @@ test set-up (tests/run.sh): Debian's font packages and the npm tarball of factbo
 import itertools
 import json
 import math
+import os
 import random
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import datasets
 import pytest
@@ -118,6 +122,21 @@ def test_text_lines_splits():
     assert set(data["test_unseen_fonts"]["font"]) <= unseen_fonts and not train_fonts & unseen_fonts
     assert 0 < data["train"]["captions"].count("") < 30  # blank lines, ~3%
     assert all(set(line) <= set(CHARSET) for line in data["train"]["captions"])
+
+
+def test_font_files_copied_into_a_folder_are_found_there(tmp_path):
+    # For a machine without the Debian packages (a GPU box): `python -m modeling_vitgpt2.reading.fonts --copy DIR`
+    # where they are installed, then VITGPT2_FONTS=DIR. Without --copy it prints the packages to apt-get install.
+    packages = subprocess.run([sys.executable, "-m", "modeling_vitgpt2.reading.fonts"], capture_output=True,
+                              text=True, check=True).stdout.split()  # fmt: skip
+    assert packages == sorted({package for *_, package in TRAIN_FONTS + UNSEEN_FONTS})
+    subprocess.run([sys.executable, "-m", "modeling_vitgpt2.reading.fonts", "--copy", str(tmp_path)], check=True)
+    found = subprocess.run(
+        [sys.executable, "-c", "from modeling_vitgpt2.reading.fonts import *; "
+         "print(*font_paths(TRAIN_FONTS + UNSEEN_FONTS), sep='\\n')"],
+        capture_output=True, text=True, check=True, env={**os.environ, "VITGPT2_FONTS": str(tmp_path)},
+    ).stdout.split("\n")  # fmt: skip
+    assert [Path(path).parent for path in found if path] == [tmp_path] * len(TRAIN_FONTS + UNSEEN_FONTS)
 
 
 def test_metrics_equal_a_reference_edit_distance():

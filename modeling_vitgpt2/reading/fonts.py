@@ -8,6 +8,7 @@ Measured (README, Reading): with 11 DejaVu and Liberation faces and lines framed
 read at 41% CER, mostly because the reader had learned one size and height of letters in the frame; framing each
 line by its x-height (segmentation_vitgpt2.frame_line) took that to 10%, and these 92 faces to 4.4%."""
 
+import os
 from pathlib import Path
 
 # (family and style, file name, Debian package)
@@ -115,7 +116,10 @@ UNSEEN_FONTS = (
     ("URW Gothic Book (Avant Garde)", "URWGothic-Book.otf", "fonts-urw-base35"),
     ("Nimbus Mono PS (Courier)", "NimbusMonoPS-Regular.otf", "fonts-urw-base35"),
 )
+# Where font files are looked for: VITGPT2_FONTS first (a folder of the files, for a machine that cannot install the
+# Debian packages, e.g. copied there with the repository), then the usual system and user folders.
 FONT_DIRS = (
+    *([Path(os.environ["VITGPT2_FONTS"])] if os.environ.get("VITGPT2_FONTS") else []),
     Path("/usr/share/fonts"),
     Path("/usr/share/texmf/fonts"),  # Debian puts Latin Modern (fonts-lmodern) there
     Path("/usr/local/share/fonts"),
@@ -166,3 +170,27 @@ def font_paths(fonts) -> list[str]:
             + f". On Debian/Ubuntu: apt-get install {' '.join(DEBIAN_PACKAGES)}"
         )  # fmt: skip
     return [found[file] for _, file, _ in fonts]
+
+
+def main(argv=None) -> None:
+    import argparse
+    import shutil
+
+    parser = argparse.ArgumentParser(
+        prog="python -m modeling_vitgpt2.reading.fonts",
+        description="Print the Debian packages of every font builtin:text-lines draws in (for `apt-get install "
+        "$(python -m modeling_vitgpt2.reading.fonts)`), or copy the installed font files into a folder that "
+        "VITGPT2_FONTS can point to on a machine without those packages (32 MB).",
+    )
+    parser.add_argument("--copy", metavar="FOLDER", help="copy every font file into FOLDER instead")
+    args = parser.parse_args(argv)
+    if args.copy is None:
+        print(*DEBIAN_PACKAGES)
+        return
+    Path(args.copy).mkdir(parents=True, exist_ok=True)
+    for path in font_paths(TRAIN_FONTS + UNSEEN_FONTS):
+        shutil.copy2(path, Path(args.copy) / Path(path).name)
+
+
+if __name__ == "__main__":
+    main()

@@ -363,6 +363,72 @@ def bench_length_grouping(s, pixel_values, device, meter, args) -> dict:
     return measure_length_grouping("ours_lengths", ours, features, device, meter, args, s["vocab"])
 
 
+def jobs_models_and_batches(quick: bool) -> dict:
+    """The from-scratch jobs' own models at the jobs' sizes (train.py's defaults) with a training batch each, of random
+    content (the arithmetic does not depend on it): the caption and questions jobs' ConvNeXt captioner (64 scenes of
+    64 px, 12-token captions) and the reading job's reader (32 lines of 32 x 640 px, 40 characters each)."""
+    from modeling_vitgpt2.reading.corpus import CHARSET
+    from modeling_vitgpt2.scratch import build_character_tokenizer, build_scratch_model, build_scratch_reader
+
+    width, batch, line_width = (32, 4, 128) if quick else (192, 64, 640)
+    characters = build_character_tokenizer(CHARSET)  # a captioner's BPE vocabulary is about as small (400)
+    captioner = build_scratch_model(
+        characters, image_size=64, patch_size=16, vision_width=width, vision_layers=2, text_width=width,
+        text_layers=2, heads=max(1, width // 64), vision_tower="convnext", vision_feature="patch",
+        vision_feature_layer=-1,
+    )  # fmt: skip
+    reader = build_scratch_reader(
+        characters, vision_width=width // 2, blocks=3, text_width=width, text_layers=2, heads=max(1, width // 64)
+    )
+    vocab = len(characters)
+    return {
+        "captioner": (captioner, {"pixel_values": torch.randn(batch, 3, 64, 64),
+                                  "labels": torch.randint(1, vocab, (batch, 12))}),
+        "reader": (reader, {"pixel_values": torch.randn(batch // 2, 1, 32, line_width),
+                            "pixel_mask": torch.ones(batch // 2, line_width, dtype=torch.long),
+                            "labels": torch.randint(1, vocab, (batch // 2, 40))}),
+    }  # fmt: skip
+
+
+@guarded
+def measure_cpu_precision(name, model, batch, meter, args) -> dict:
+    """A job's training step in float32 and under CPU bf16 autocast, as train.py trains where the CPU has AMX units
+    (the depthwise convolutions then stay float32 and GPT-2 attends with the math kernel: modeling_vitgpt2.py);
+    timed alternately, so that a slow spell of a shared machine hits both."""
+    progress(f"training: {name}, float32 vs CPU bf16 autocast")
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+    torch.set_flush_denormal(True)  # as train.py trains in bf16 on a CPU (measured last: it stays set)
+
+    def step(bf16: bool):
+        def run():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = model(**batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        return run
+
+    precisions = {"fp32": step(False), "bf16": step(True)}
+    for run in precisions.values():
+        for _ in range(args.warmup):
+            run()
+    seconds = dict.fromkeys(precisions, 0.0)
+    for _ in range(args.iterations):
+        for precision, run in precisions.items():
+            seconds[precision] += meter.seconds(run)
+    samples = len(batch["labels"]) * args.iterations
+    return {f"{name}_{precision}_train_samples_per_s": samples / seconds[precision] for precision in precisions}
+
+
+def bench_cpu_precision(args, meter) -> dict:
+    results = {"cpu_has_amx": torch.cpu._is_amx_tile_supported()}
+    for name, (model, batch) in jobs_models_and_batches(args.quick).items():
+        results.update(measure_cpu_precision(f"jobs_{name}", model, batch, meter, args))
+    return results
+
+
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as file:
@@ -394,9 +460,10 @@ def main():
         "quick 2; 0 skips)",
     )  # fmt: skip
     parser.add_argument(
-        "--parts", default="ours,peer,prompted,lengths",
+        "--parts", default="ours,peer,prompted,lengths,precision",
         help="what to measure, in order: ours (vitgpt2's training and captioning rows), peer, prompted (prompted "
-        "greedy decoding, vitgpt2's decoder vs transformers' loop), lengths (length grouping)",
+        "greedy decoding, vitgpt2's decoder vs transformers' loop), lengths (length grouping), precision (CPU only: "
+        "the from-scratch jobs' models trained in float32 vs bf16 autocast, as train.py does on a CPU with AMX)",
     )  # fmt: skip
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -442,6 +509,8 @@ def main():
         record(bench_prompted(s, pixel_values, device, meter, args))
     if "lengths" in parts and args.length_batches:
         record(bench_length_grouping(s, pixel_values, device, meter, args))
+    if "precision" in parts and not gpu:
+        record(bench_cpu_precision(args, meter))
     print_table(report)
     print(json.dumps(report, indent=2))
 
@@ -460,6 +529,9 @@ ROWS = [
     ("captioning, bf16 weights, batch (captions/s)", "ours_bf16_captions", "peer_bf16_captions"),
     ("captioning, bf16 weights, 1 image (ms)", "ours_bf16_latency", "peer_bf16_latency"),
     ("peak memory, full training (MiB)", "ours_full_train_peak", "peer_full_train_peak"),
+    ("caption/questions jobs' model, CPU bf16 vs float32 (samples/s)", "jobs_captioner_bf16_train",
+     "jobs_captioner_fp32_train"),
+    ("reading job's model, CPU bf16 vs float32 (samples/s)", "jobs_reader_bf16_train", "jobs_reader_fp32_train"),
 ]
 UNITS = {"_train": "_samples_per_s", "_captions": "_per_s", "_latency": "_ms", "_peak": "_mib"}
 

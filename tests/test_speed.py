@@ -7,10 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 import datasets
 import pytest
 import torch
-from conftest import CAPTIONS, distinct_images, tiny_model, train_on_pairs, without_dropout
+from conftest import CAPTIONS, CONVNEXT_PATCHES, distinct_images, tiny_model, train_on_pairs, without_dropout
+from PIL import Image, ImageDraw
 
 from modeling_vitgpt2 import decoding_vitgpt2
 from modeling_vitgpt2.feature_cache import VisionFeatureCache
+from modeling_vitgpt2.scratch import build_character_tokenizer, build_reader_processor, build_scratch_reader
 
 
 @pytest.mark.parametrize("variant", [{}, {"prefix_length": 3}, {"vision_feature": "patch"}])
@@ -90,6 +92,43 @@ def test_bf16_autocast_loss_is_the_fp32_loss_within_bf16_tolerance(frozen_model_
     model, batch = frozen_model_and_batch
     fp32, bf16 = loss_and_gradients(model, batch), loss_and_gradients(model, batch, autocast_dtype=torch.bfloat16)
     torch.testing.assert_close(bf16[0], fp32[0], rtol=2e-2, atol=0)
+
+
+def _vision_tower_step(model, batch, bf16: bool):
+    """Loss and every gradient of one training step, under CPU bf16 autocast (as train.py on an AMX CPU) or not."""
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = model(**batch).loss
+    loss.backward()
+    return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("kind", ["reader", "convnext captioner"])
+def test_cpu_bf16_training_step_is_the_fp32_step_within_bf16_tolerance(tokenizer, processor, kind):
+    # Under CPU bf16 autocast the ConvNeXt's depthwise convolutions stay float32 and GPT-2 attends with the math
+    # kernel (for speed); the step must still be the float32 step, every weight's gradient included.
+    if kind == "reader":
+        characters = build_character_tokenizer("abcdefghijklmnopqrstuvwxyz ")
+        torch.manual_seed(0)
+        model = build_scratch_reader(characters, vision_width=32, blocks=2, text_width=32, text_layers=2, heads=2)
+        lines = ["a line", "another, longer line", "", "xyz"]
+        images = [Image.new("L", (40 + 30 * len(text), 32), 255) for text in lines]
+        for image, text in zip(images, lines):
+            ImageDraw.Draw(image).text((4, 8), text, fill=0)
+        batch = build_reader_processor(characters, model.config)(images=images, text_target=lines)
+    else:
+        model = tiny_model(tokenizer, seed=3, **CONVNEXT_PATCHES)
+        batch = {**processor(images=distinct_images(4)), **processor.tokenize_targets(CAPTIONS[:4])}
+    model = without_dropout(model).train()
+    fp32_loss, fp32_grads = _vision_tower_step(model, batch, bf16=False)
+    bf16_loss, bf16_grads = _vision_tower_step(model, batch, bf16=True)
+    torch.testing.assert_close(bf16_loss, fp32_loss, rtol=2e-2, atol=0)
+    assert bf16_grads.keys() == fp32_grads.keys() and any(name.startswith("vision_tower.") for name in fp32_grads)
+    for name, expected in fp32_grads.items():
+        assert bf16_grads[name].isfinite().all(), name
+        # bf16 keeps 8 bits of mantissa: each gradient points the fp32 one's way, whole tensor by whole tensor
+        cosine = torch.nn.functional.cosine_similarity(bf16_grads[name].flatten(), expected.flatten(), dim=0)
+        assert cosine > 0.99 or expected.norm() < 1e-6, f"{name}: cosine {cosine:.3f}"
 
 
 def test_fused_adamw_trains_like_the_for_each_one(tokenizer, frozen_model_and_batch):

@@ -119,6 +119,10 @@ class ModelArguments:
         default=2,
         metadata={"help": "From scratch: GPT-2's depth, and a captioner's vision tower's (its last stage's)."},
     )
+    scratch_text_layers: int | None = field(
+        default=None,
+        metadata={"help": "From scratch: GPT-2's depth alone, when it should differ from --scratch_layers."},
+    )
     scratch_vocab_size: int = field(default=400, metadata={"help": "From scratch: BPE vocabulary size."})
     scratch_vision_tower: str = field(
         default="convnext",
@@ -452,12 +456,13 @@ def build_model(model_args, train_dataset):
     if isinstance(rows, datasets.IterableDataset):
         rows = rows.take(50000)  # a stream: learn the vocabulary from its beginning
     texts = (text for row in rows for text in as_caption_list(row["captions"]) + as_caption_list(row.get("prompt")))
+    text_layers = model_args.scratch_text_layers or model_args.scratch_layers
     if model_args.reader:
         tokenizer = build_character_tokenizer(CHARSET + "".join(sorted(set("".join(texts)) - set(CHARSET))))
         model = build_scratch_reader(
             tokenizer, vision_width=model_args.reader_vision_width, blocks=model_args.reader_vision_blocks,
             stem_rows=model_args.reader_stem_rows,
-            text_width=model_args.scratch_width, text_layers=model_args.scratch_layers,
+            text_width=model_args.scratch_width, text_layers=text_layers,
             heads=max(1, model_args.scratch_width // 64),
         )  # fmt: skip
         return model, build_reader_processor(tokenizer, model.config), False
@@ -469,7 +474,7 @@ def build_model(model_args, train_dataset):
         vision_width=model_args.scratch_width,
         vision_layers=model_args.scratch_layers,
         text_width=model_args.scratch_width,
-        text_layers=model_args.scratch_layers,
+        text_layers=text_layers,
         heads=max(1, model_args.scratch_width // 64),
         vision_feature=model_args.vision_feature or "patch",
         vision_feature_layer=model_args.vision_feature_layer,

@@ -283,6 +283,9 @@ class CTCPrefixScorer:
             log_probs = log_probs.masked_fill(padding[..., None], float("-inf"))
             log_probs[..., blank] = log_probs[..., blank].masked_fill(padding, 0.0)
         self.log_probs = log_probs.transpose(0, 1)  # (columns, batch, vocabulary)
+        # The same as probabilities from the second column on, (batch, columns - 1, vocabulary): each step's prefix
+        # scores are then one batched product with the prefix's own probabilities (float64: no underflow).
+        self.later_probs = log_probs[:, 1:].double().exp()
         self.blank = blank
         columns, batch, _ = self.log_probs.shape
         # Forward variables of the prefix so far, ending in a label (n) or in blank (b): (columns, batch).
@@ -290,42 +293,63 @@ class CTCPrefixScorer:
         self.ending_blank = self.log_probs[:, :, blank].cumsum(0)
         self.prefix_score = torch.zeros(batch, device=log_probs.device)
         self.last = torch.full((batch,), -1, dtype=torch.long, device=log_probs.device)
-        self._pending = None
+        self._prefix = None
 
     def scores(self) -> torch.Tensor:
         """(batch, vocabulary): log P(prefix + token ...) - log P(prefix ...); for the blank (EOS) position, the
-        score of ending here."""
-        log_probs, columns = self.log_probs, self.log_probs.shape[0]
-        total = torch.logaddexp(self.ending_label, self.ending_blank)  # (columns, batch)
-        # Mass from which a new label may start at the next column: a repeat of the last label needs a blank first.
-        start = total[:, :, None].expand(-1, -1, log_probs.shape[2]).clone()
-        repeat = (
-            torch.nn.functional.one_hot(self.last.clamp(min=0), log_probs.shape[2]).bool() & (self.last >= 0)[:, None]
-        )
-        start[:, repeat] = self.ending_blank[:, :, None].expand_as(start)[:, repeat]
-        new_label = torch.empty_like(log_probs)
-        new_blank = torch.empty_like(log_probs)
-        # A label in the first column starts the text only if nothing has been written yet.
-        first = log_probs[0].masked_fill((self.last >= 0)[:, None], float("-inf"))
-        new_label[0], new_blank[0] = first, float("-inf")
-        for t in range(1, columns):
-            new_label[t] = torch.logaddexp(new_label[t - 1], start[t - 1]) + log_probs[t]
-            new_blank[t] = (
-                torch.logaddexp(new_blank[t - 1], new_label[t - 1]) + log_probs[t, :, self.blank : self.blank + 1]
-            )
-        prefix = torch.logsumexp(torch.cat([first[None], start[:-1] + log_probs[1:]], dim=0), dim=0)
-        prefix[:, self.blank] = total[-1]  # ending here: every column spent on the prefix so far
-        self._pending = (new_label, new_blank, prefix)
+        score of ending here. The probability that the columns spell prefix + c needs no recursion over the columns:
+        c is first emitted at some column t, after the prefix was spelt by column t - 1 (Watanabe et al.'s psi).
+        Only the token then chosen needs its forward variables, computed in `advance`."""
+        log_probs, blank = self.log_probs, self.blank
+        total = torch.logaddexp(self.ending_label, self.ending_blank)  # (columns, batch): prefix spelt by column t
+        prefix = self._first_emitted_later(total)  # (batch, vocabulary): c first emitted at a column t >= 1
+        written = self.last >= 0
+        if bool(written.any()):
+            # A repeat of the last label needs a blank between the two: only the blank-ending mass may precede it.
+            last = self.last.clamp(min=0)
+            repeat = self._first_emitted_later(self.ending_blank).gather(1, last[:, None])[:, 0]
+            prefix[written, last[written]] = repeat[written]
+        if not bool(written.all()):
+            # A label in the first column starts the text only if nothing has been written yet.
+            prefix = torch.logaddexp(prefix, log_probs[0].masked_fill(written[:, None], float("-inf")))
+        prefix[:, blank] = total[-1]  # ending here: every column spent on the prefix so far
+        self._prefix = prefix
         return prefix - self.prefix_score[:, None]
 
+    def _first_emitted_later(self, spelt: torch.Tensor) -> torch.Tensor:
+        """(batch, vocabulary): log of sum over columns t >= 1 of P(prefix spelt by t - 1) x P(c at t), from the
+        log-probabilities `spelt` (columns, batch), as one batched matrix product in float64."""
+        if spelt.shape[0] < 2:  # a single column: nothing can follow the prefix
+            return torch.full(self.later_probs.shape[::2], float("-inf"), device=spelt.device)
+        spelt = spelt[:-1].double().transpose(0, 1)  # (batch, columns - 1)
+        peak = spelt.max(dim=1, keepdim=True).values.clamp(min=-1e30)  # rows spelt nowhere stay -inf below
+        weights = (spelt - peak).exp()[:, None, :]
+        return (torch.bmm(weights, self.later_probs)[:, 0].log() + peak).float()
+
     def advance(self, tokens: torch.Tensor) -> None:
-        """Keep the forward variables of the chosen `tokens` (batch,) from the last `scores()` call."""
-        new_label, new_blank, prefix = self._pending
-        index = tokens[None, :, None].expand(new_label.shape[0], -1, 1)
-        self.ending_label = new_label.gather(2, index)[..., 0]
-        self.ending_blank = new_blank.gather(2, index)[..., 0]
-        self.prefix_score = prefix.gather(1, tokens[:, None])[:, 0]
+        """Extend each row's prefix by its chosen token (batch,): the forward variables of prefix + token, ending in
+        that label or in blank at each column, from the recursions r_t = (r_{t-1} + start_{t-1}) p_t(label) and
+        b_t = (b_{t-1} + r_{t-1}) p_t(blank), solved in closed form with cumulative sums in float64."""
+        log_probs, columns = self.log_probs, self.log_probs.shape[0]
+        label = log_probs.gather(2, tokens[None, :, None].expand(columns, -1, 1))[..., 0].double()  # (columns, batch)
+        label = label.clamp(min=-1e4)  # padding columns (-inf): impossible in effect, and no inf - inf below
+        blank = log_probs[..., self.blank].double()
+        total = torch.logaddexp(self.ending_label, self.ending_blank).double()
+        start = torch.where(tokens == self.last, self.ending_blank.double(), total)  # repeats start from blank only
+        first = label[0].masked_fill(self.last >= 0, float("-inf"))
+        new_label = self._linear_recurrence(first, start, label)
+        new_blank = self._linear_recurrence(torch.full_like(first, float("-inf")), new_label, blank)
+        self.ending_label, self.ending_blank = new_label.float(), new_blank.float()
+        self.prefix_score = self._prefix.gather(1, tokens[:, None])[:, 0]
         self.last = tokens
+
+    @staticmethod
+    def _linear_recurrence(initial: torch.Tensor, inflow: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+        """x_0 = initial, x_t = logaddexp(x_{t-1}, inflow_{t-1}) + factor_t, for all t at once (log space,
+        (columns, batch)): x_t = F_t + logcumsumexp(initial, inflow_s - F_s for s < t), F the cumulative factor."""
+        cumulative = torch.cat([torch.zeros_like(factor[:1]), factor[1:].cumsum(0)])
+        terms = torch.cat([initial[None], inflow[:-1] - cumulative[:-1]])
+        return cumulative + torch.logcumsumexp(terms, dim=0)
 
 
 def repeated_tail(tokens: list[int], min_span: int) -> int:

@@ -302,12 +302,13 @@ class CTCPrefixScorer:
         Only the token then chosen needs its forward variables, computed in `advance`."""
         log_probs, blank = self.log_probs, self.blank
         total = torch.logaddexp(self.ending_label, self.ending_blank)  # (columns, batch): prefix spelt by column t
-        prefix = self._first_emitted_later(total)  # (batch, vocabulary): c first emitted at a column t >= 1
+        prefix = self._first_emitted_later(total, self.later_probs)  # (batch, vocabulary): c first at a t >= 1
         written = self.last >= 0
         if bool(written.any()):
             # A repeat of the last label needs a blank between the two: only the blank-ending mass may precede it.
             last = self.last.clamp(min=0)
-            repeat = self._first_emitted_later(self.ending_blank).gather(1, last[:, None])[:, 0]
+            last_probs = self.later_probs.gather(2, last[:, None, None].expand(-1, self.later_probs.shape[1], 1))
+            repeat = self._first_emitted_later(self.ending_blank, last_probs)[:, 0]
             prefix[written, last[written]] = repeat[written]
         if not bool(written.all()):
             # A label in the first column starts the text only if nothing has been written yet.
@@ -316,15 +317,17 @@ class CTCPrefixScorer:
         self._prefix = prefix
         return prefix - self.prefix_score[:, None]
 
-    def _first_emitted_later(self, spelt: torch.Tensor) -> torch.Tensor:
-        """(batch, vocabulary): log of sum over columns t >= 1 of P(prefix spelt by t - 1) x P(c at t), from the
-        log-probabilities `spelt` (columns, batch), as one batched matrix product in float64."""
+    @staticmethod
+    def _first_emitted_later(spelt: torch.Tensor, later_probs: torch.Tensor) -> torch.Tensor:
+        """(batch, labels): log of sum over columns t >= 1 of P(prefix spelt by t - 1) x P(label at t), from the
+        log-probabilities `spelt` (columns, batch) and `later_probs` (batch, columns - 1, labels: every label, or the
+        few asked about), as one batched matrix product in float64."""
         if spelt.shape[0] < 2:  # a single column: nothing can follow the prefix
-            return torch.full(self.later_probs.shape[::2], float("-inf"), device=spelt.device)
+            return torch.full(later_probs.shape[::2], float("-inf"), device=spelt.device)
         spelt = spelt[:-1].double().transpose(0, 1)  # (batch, columns - 1)
         peak = spelt.max(dim=1, keepdim=True).values.clamp(min=-1e30)  # rows spelt nowhere stay -inf below
         weights = (spelt - peak).exp()[:, None, :]
-        return (torch.bmm(weights, self.later_probs)[:, 0].log() + peak).float()
+        return (torch.bmm(weights, later_probs)[:, 0].log() + peak).float()
 
     def advance(self, tokens: torch.Tensor) -> None:
         """Extend each row's prefix by its chosen token (batch,): the forward variables of prefix + token, ending in

@@ -58,12 +58,18 @@ def test_fast_greedy_decoding_is_safe_from_several_threads(model, processor):
         assert torch.equal(got, want)
 
 
-def loss_and_gradients(model, batch, autocast_dtype=None):
+def training_step_loss(model, batch, autocast_dtype=None):
+    """One forward and backward pass from zeroed gradients, under CPU autocast to `autocast_dtype` if given."""
     model.zero_grad(set_to_none=True)
     with torch.autocast("cpu", dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
         loss = model(**batch).loss
     loss.backward()
-    return loss.detach(), model.projector.linear_1.weight.grad.clone(), model.get_input_embeddings().weight.grad.clone()
+    return loss.detach()
+
+
+def loss_and_gradients(model, batch, autocast_dtype=None):
+    loss = training_step_loss(model, batch, autocast_dtype)
+    return loss, model.projector.linear_1.weight.grad.clone(), model.get_input_embeddings().weight.grad.clone()
 
 
 @pytest.fixture
@@ -94,15 +100,6 @@ def test_bf16_autocast_loss_is_the_fp32_loss_within_bf16_tolerance(frozen_model_
     torch.testing.assert_close(bf16[0], fp32[0], rtol=2e-2, atol=0)
 
 
-def _vision_tower_step(model, batch, bf16: bool):
-    """Loss and every gradient of one training step, under CPU bf16 autocast (as train.py on an AMX CPU) or not."""
-    model.zero_grad(set_to_none=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        loss = model(**batch).loss
-    loss.backward()
-    return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
-
-
 @pytest.mark.parametrize("kind", ["reader", "convnext captioner"])
 def test_cpu_bf16_training_step_is_the_fp32_step_within_bf16_tolerance(tokenizer, processor, kind):
     # Under CPU bf16 autocast the ConvNeXt's depthwise convolutions stay float32 and GPT-2 attends with the math
@@ -120,8 +117,13 @@ def test_cpu_bf16_training_step_is_the_fp32_step_within_bf16_tolerance(tokenizer
         model = tiny_model(tokenizer, seed=3, **CONVNEXT_PATCHES)
         batch = {**processor(images=distinct_images(4)), **processor.tokenize_targets(CAPTIONS[:4])}
     model = without_dropout(model).train()
-    fp32_loss, fp32_grads = _vision_tower_step(model, batch, bf16=False)
-    bf16_loss, bf16_grads = _vision_tower_step(model, batch, bf16=True)
+
+    def loss_and_every_gradient(autocast_dtype=None):
+        loss = training_step_loss(model, batch, autocast_dtype)
+        return loss, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    fp32_loss, fp32_grads = loss_and_every_gradient()
+    bf16_loss, bf16_grads = loss_and_every_gradient(torch.bfloat16)  # as train.py trains on an AMX CPU
     torch.testing.assert_close(bf16_loss, fp32_loss, rtol=2e-2, atol=0)
     assert bf16_grads.keys() == fp32_grads.keys() and any(name.startswith("vision_tower.") for name in fp32_grads)
     for name, expected in fp32_grads.items():

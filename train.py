@@ -244,7 +244,7 @@ class RunArguments:
     sample_captions: int = field(default=8, metadata={"help": "Test images printed (and drawn) with captions."})
 
 
-# Train in bf16 autocast on a CPU that has AMX units (tile matrix multiply in bf16): there it is 1.4-1.6x float32.
+# Train in bf16 autocast on a CPU that has AMX units (tile matrix multiply in bf16): there a step is 1.6-1.7x float32's.
 # Elsewhere CPUs emulate bf16 slowly, so they train in float32 (and a seeded job gives a slightly different model).
 CPU_BF16 = not torch.cuda.is_available() and torch.cpu._is_amx_tile_supported()
 # What `python train.py` with no arguments does: the embedded default main job. These are also the defaults of
@@ -273,7 +273,7 @@ EMBEDDED_DEFAULTS = dict(
     dataloader_num_workers=4 if torch.cuda.is_available() else 0,
     dataloader_pin_memory=torch.cuda.is_available(),
     # The fused AdamW kernel (5x faster than the for-each one for GPT-2 small on 2 CPU cores); bf16 autocast on a GPU,
-    # and on a CPU with AMX units (Intel Xeon since Sapphire Rapids: 1.4-1.6x the float32 step, README, Speed); on a
+    # and on a CPU with AMX units (Intel Xeon since Sapphire Rapids: 1.6-1.7x the float32 step, README, Speed); on a
     # GPU also torch.compile (losses match the plain path within bf16 tolerance, tests/test_speed.py; speed-ups in
     # benchmarks/RESULTS.md). On CPU compiling costs more minutes than it saves in a short run.
     bf16=(torch.cuda.is_available() and torch.cuda.is_bf16_supported()) or CPU_BF16,

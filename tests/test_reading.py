@@ -208,7 +208,7 @@ def brute_force_prefix_scores(log_probs, prefix, blank):
     for path in itertools.product(range(vocabulary), repeat=columns):
         score = sum(float(log_probs[t, label]) for t, label in enumerate(path))
         text, previous = [], blank
-        for t, label in enumerate(path):
+        for label in path:
             if label != blank and label != previous:
                 text.append(label)
                 # prefix + label is complete at column t: count the path once, at the column that completes it

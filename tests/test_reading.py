@@ -211,7 +211,7 @@ def brute_force_prefix_scores(log_probs, prefix, blank):
         for label in path:
             if label != blank and label != previous:
                 text.append(label)
-                # prefix + label is complete at column t: count the path once, at the column that completes it
+                # prefix + label is complete at this column: count the path once, at the column that completes it
                 if len(text) == len(prefix) + 1 and text[:-1] == prefix:
                     starts[label].append(score)
             previous = label

@@ -34,27 +34,40 @@ def ink_mask(page: Image.Image) -> np.ndarray:
     return ink
 
 
-def _profile_sharpness(ink: Image.Image, angle: float) -> float:
-    rows = np.asarray(ink.rotate(angle, resample=Image.NEAREST), dtype=np.float64).sum(axis=1)
-    return float(np.square(np.diff(rows)).sum())
+def _profile_sharpness(rows: np.ndarray, columns: np.ndarray, angle: float, tent: np.ndarray) -> float:
+    """How sharp the row profile of ink pixels at (`rows`, `columns`) (in bins) is once turned by `angle` degrees."""
+    radians = np.radians(angle)
+    turned = columns * np.sin(radians) + rows * np.cos(radians)
+    turned -= turned.min()
+    below = np.floor(turned).astype(np.int64)
+    above_share = turned - below
+    length = below.max() + 2
+    profile = np.bincount(below, 1.0 - above_share, length) + np.bincount(below + 1, above_share, length)
+    return float(np.square(np.diff(np.convolve(profile, tent))).sum())
 
 
 def estimate_skew(ink: np.ndarray) -> float:
-    """Degrees to rotate the page (counter-clockwise) so that its lines run level."""
-    if not ink.any():
+    """Degrees to rotate the page (counter-clockwise) so that its lines run level: the angle whose row profile is
+    sharpest (sum of squared differences), over half degrees within MAX_SKEW_DEGREES, then quarter degrees around the
+    best (15 trials). The ink pixels' centres are projected into bins of a quarter pixel or less (at least 256 over
+    the image's height), and the profile smoothed by a tent one pixel wide each side, a pixel's footprint as bilinear
+    interpolation sees it: without it the pixel grid itself makes 0 degrees the sharpest for small or short lines
+    (rows' edges line up only there). That bias, and a shortcut that answered 0 when half a degree either way was no
+    sharper, left 1 in 10 12 px lines turned by 2 degrees unstraightened (README, Reading)."""
+    rows, columns = np.nonzero(ink)
+    if rows.size == 0:
         return 0.0
-    small = Image.fromarray(ink.astype(np.uint8) * 255)
-    small.thumbnail((600, 600))
+    bin_size = min(0.25, ink.shape[0] / 256)
+    rows, columns = (rows - ink.shape[0] / 2) / bin_size, (columns - ink.shape[1] / 2) / bin_size
+    reach = 1.0 / bin_size
+    tent = np.clip(1.0 - np.abs(np.arange(-np.ceil(reach), np.ceil(reach) + 1)) / reach, 0.0, None)
 
     def best(angles):
-        return float(angles[np.argmax([_profile_sharpness(small, -angle) for angle in angles])])
+        angles = np.clip(angles, -MAX_SKEW_DEGREES, MAX_SKEW_DEGREES)
+        return float(angles[np.argmax([_profile_sharpness(rows, columns, angle, tent) for angle in angles])])
 
-    # Most lines and pages are level: when half a degree either way is no sharper, that is the answer (3 trials).
-    if best(np.array([0.0, -0.5, 0.5])) == 0.0:
-        return 0.0
-    # Otherwise whole degrees first, then quarter degrees around the best: 13 trials instead of 25.
-    coarse = best(np.arange(-MAX_SKEW_DEGREES, MAX_SKEW_DEGREES + 1e-6, 1.0))
-    return best(np.clip(coarse + np.arange(-0.75, 0.76, 0.25), -MAX_SKEW_DEGREES, MAX_SKEW_DEGREES))
+    coarse = best(np.arange(-MAX_SKEW_DEGREES, MAX_SKEW_DEGREES + 1e-6, 0.5))
+    return best(coarse + np.array([0.0, -0.25, 0.25]))
 
 
 def _levelled(image: Image.Image, expand: bool) -> tuple[Image.Image, np.ndarray, float]:
@@ -62,7 +75,8 @@ def _levelled(image: Image.Image, expand: bool) -> tuple[Image.Image, np.ndarray
     and the angle it was turned by (0: already level)."""
     image = image.convert("L")
     ink = ink_mask(image)
-    angle = estimate_skew(ink)
+    # Measured on the ink that survives light smoothing: noise and JPEG speckle would otherwise blur every profile.
+    angle = estimate_skew(ink & ink_mask(image.filter(ImageFilter.BoxBlur(1))))
     if angle:
         background = int(np.median(np.asarray(image)))
         image = image.rotate(-angle, resample=Image.BILINEAR, expand=expand, fillcolor=background)

@@ -1,8 +1,8 @@
 """Finding the text lines of a page, so that a line reader can read it: a projection-profile segmenter.
 
 The page is made grey and binarised at Otsu's threshold (dark ink on light paper; a light-on-dark page is inverted
-first). A small skew (up to 3 degrees either way) is taken out by trying angles on a reduced copy and keeping the
-one whose row profile is sharpest. Rows holding ink form bands; bands much thinner than the page's typical line
+first). A small skew (up to 3 degrees either way) is taken out by trying angles and keeping the one whose row
+profile of ink pixels is sharpest (`estimate_skew`). Rows holding ink form bands; bands much thinner than the page's typical line
 are noise (specks, rules) and dropped. Each line is cut around the middle of the space between its neighbours'
 gaps, 1.3 typical line heights tall, so every line is framed alike (the reader sees its text at one scale, whether
 or not the line has capitals or descenders); its ink columns give the left and right ends. Lines come back top to

@@ -136,6 +136,7 @@ def main():
     for system, read_page in page_readers.items():
         if system == "tesseract" and tesseract is None or not pages:
             continue
+        read_page(pages[0][0])  # warm-up, as for lines: the pipeline's own copy of the model has not run yet
         start = time.perf_counter()
         texts = [read_page(page) for page, _ in pages]
         seconds, lines = time.perf_counter() - start, len(pages) * lines_per_page()

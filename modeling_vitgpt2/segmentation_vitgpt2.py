@@ -2,12 +2,12 @@
 
 The page is made grey and binarised at Otsu's threshold (dark ink on light paper; a light-on-dark page is inverted
 first). A small skew (up to 3 degrees either way) is taken out by trying angles and keeping the one whose row
-profile of ink pixels is sharpest (`estimate_skew`). Rows holding ink form bands; bands much thinner than the page's typical line
-are noise (specks, rules) and dropped. Each line is cut around the middle of the space between its neighbours'
-gaps, 1.3 typical line heights tall, so every line is framed alike (the reader sees its text at one scale, whether
-or not the line has capitals or descenders); its ink columns give the left and right ends. Lines come back top to
-bottom, from the (de-skewed) page. Single-column text only: side-by-side columns
-are read as one line each row.
+profile of ink pixels is sharpest (`estimate_skew`). Rows holding ink form bands; bands much thinner than the page's
+typical line are noise (specks, rules) and dropped. Each line is cut around the middle of the space between its
+neighbours' gaps, 1.3 typical line heights tall, so every line is framed alike (the reader sees its text at one
+scale, whether or not the line has capitals or descenders); its ink columns give the left and right ends. Lines come
+back top to bottom, from the (de-skewed) page. Single-column text only: side-by-side columns are read as one line
+each row.
 """
 
 import numpy as np

@@ -71,13 +71,18 @@ def estimate_skew(ink: np.ndarray) -> float:
     return best(coarse + np.array([0.0, -0.25, 0.25]))
 
 
+def _steady_ink(image: Image.Image, ink: np.ndarray) -> np.ndarray:
+    """The pixels of `ink` that are still ink in a lightly smoothed copy of `image`: letters, without noise or JPEG
+    speckle."""
+    return ink & ink_mask(image.filter(ImageFilter.BoxBlur(1)))
+
+
 def _levelled(image: Image.Image, expand: bool) -> tuple[Image.Image, np.ndarray, float]:
     """`image` in grey, turned by `estimate_skew` (the corners it uncovers filled with its median grey), its ink mask,
     and the angle it was turned by (0: already level)."""
     image = image.convert("L")
     ink = ink_mask(image)
-    # Measured on the ink that survives light smoothing: noise and JPEG speckle would otherwise blur every profile.
-    angle = estimate_skew(ink & ink_mask(image.filter(ImageFilter.BoxBlur(1))))
+    angle = estimate_skew(_steady_ink(image, ink))  # noise and JPEG speckle would otherwise blur every profile
     if angle:
         background = int(np.median(np.asarray(image)))
         image = image.rotate(-angle, resample=Image.BILINEAR, expand=expand, fillcolor=background)
@@ -125,8 +130,7 @@ def frame_line(line: Image.Image) -> Image.Image:
     then sees lowercase letters at one size and one height in the frame (a reader trained on one framing misreads
     another: see README, Reading). A line without ink is returned level and uncut. Grey ("L")."""
     line, ink, _ = _levelled(line, expand=True)
-    # The band is measured on a lightly smoothed copy, so that noise and JPEG speckle do not count as ink.
-    band = x_height_band(ink_mask(line.filter(ImageFilter.BoxBlur(1))) & ink)
+    band = x_height_band(_steady_ink(line, ink))  # noise and JPEG speckle do not count as ink
     if band is None:
         return line
     x_height = band[1] - band[0]

@@ -22,6 +22,7 @@ import resource
 import sys
 import time
 import traceback
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -36,6 +37,7 @@ from transformers import (
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from modeling_vitgpt2 import VitGpt2Config, VitGpt2ForCaptioning
+from modeling_vitgpt2.modeling_vitgpt2 import _ConvNextDepthwiseConv2d
 
 CAPTION_TOKENS = 24
 NEW_TOKENS = 20
@@ -391,41 +393,66 @@ def jobs_models_and_batches(quick: bool) -> dict:
 
 
 @guarded
-def measure_cpu_precision(name, model, batch, meter, args) -> dict:
-    """A job's training step in float32 and under CPU bf16 autocast, as train.py trains where the CPU has AMX units
-    (the depthwise convolutions then stay float32 and GPT-2 attends with the math kernel: modeling_vitgpt2.py);
-    timed alternately, so that a slow spell of a shared machine hits both."""
-    progress(f"training: {name}, float32 vs CPU bf16 autocast")
+def measure_alternating_training(name, model, batch, meter, args, variants: dict) -> dict:
+    """A job's training step under each of `variants` (name -> a context manager factory), timed alternately, so
+    that a slow spell of a shared machine hits every variant."""
+    progress(f"training: {name}, {' vs '.join(variants)}")
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
-    torch.set_flush_denormal(True)  # as train.py trains in bf16 on a CPU (measured last: it stays set)
 
-    def step(bf16: bool):
+    def step(variant):
         def run():
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with variant():
                 loss = model(**batch).loss
-            loss.backward()
+            loss.backward()  # the graph remembers which operations the variant chose
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
         return run
 
-    precisions = {"fp32": step(False), "bf16": step(True)}
-    for run in precisions.values():
+    runs = {variant_name: step(variant) for variant_name, variant in variants.items()}
+    for run in runs.values():
         for _ in range(args.warmup):
             run()
-    seconds = dict.fromkeys(precisions, 0.0)
+    seconds = dict.fromkeys(runs, 0.0)
     for _ in range(args.iterations):
-        for precision, run in precisions.items():
-            seconds[precision] += meter.seconds(run)
+        for variant_name, run in runs.items():
+            seconds[variant_name] += meter.seconds(run)
     samples = len(batch["labels"]) * args.iterations
-    return {f"{name}_{precision}_train_samples_per_s": samples / seconds[precision] for precision in precisions}
+    return {f"{name}_{variant_name}_train_samples_per_s": samples / seconds[variant_name] for variant_name in runs}
 
 
 def bench_cpu_precision(args, meter) -> dict:
+    """The jobs' training steps in float32 and under CPU bf16 autocast, as train.py trains where the CPU has AMX units
+    (the depthwise convolutions then stay float32 and GPT-2 attends with the math kernel: modeling_vitgpt2.py)."""
+    torch.set_flush_denormal(True)  # as train.py trains in bf16 on a CPU (it stays set: measured last)
+    variants = {"fp32": contextlib.nullcontext, "bf16": lambda: torch.autocast("cpu", dtype=torch.bfloat16)}
     results = {"cpu_has_amx": torch.cpu._is_amx_tile_supported()}
     for name, (model, batch) in jobs_models_and_batches(args.quick).items():
-        results.update(measure_cpu_precision(f"jobs_{name}", model, batch, meter, args))
+        results.update(measure_alternating_training(f"jobs_{name}", model, batch, meter, args, variants))
+    return results
+
+
+@contextlib.contextmanager
+def onednn_depthwise(model):
+    """`model`'s ConvNeXt depthwise convolutions as plain `nn.Conv2d`s for a while: oneDNN's backward pass."""
+    convolutions = [module for module in model.modules() if isinstance(module, _ConvNextDepthwiseConv2d)]
+    for module in convolutions:
+        module.__class__ = torch.nn.Conv2d
+    try:
+        yield
+    finally:
+        for module in convolutions:
+            module.__class__ = _ConvNextDepthwiseConv2d
+
+
+def bench_depthwise(args, meter) -> dict:
+    """The jobs' float32 training steps with the depthwise convolutions' backward pass computed from ordinary
+    convolutions (modeling_vitgpt2.py, `_DepthwiseConvolution`: what train.py uses in float32 on a CPU) vs oneDNN's."""
+    results = {}
+    for name, (model, batch) in jobs_models_and_batches(args.quick).items():
+        variants = {"depthwise_fast": contextlib.nullcontext, "depthwise_onednn": partial(onednn_depthwise, model)}
+        results.update(measure_alternating_training(f"jobs_{name}", model, batch, meter, args, variants))
     return results
 
 
@@ -460,10 +487,12 @@ def main():
         "quick 2; 0 skips)",
     )  # fmt: skip
     parser.add_argument(
-        "--parts", default="ours,peer,prompted,lengths,precision",
+        "--parts", default="ours,peer,prompted,lengths,precision,depthwise",
         help="what to measure, in order: ours (vitgpt2's training and captioning rows), peer, prompted (prompted "
         "greedy decoding, vitgpt2's decoder vs transformers' loop), lengths (length grouping), precision (CPU only: "
-        "the from-scratch jobs' models trained in float32 vs bf16 autocast, as train.py does on a CPU with AMX)",
+        "the from-scratch jobs' models trained in float32 vs bf16 autocast, as train.py does on a CPU with AMX), "
+        "depthwise (CPU only: those models trained in float32 with the depthwise convolutions' fast backward pass vs "
+        "oneDNN's)",
     )  # fmt: skip
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -511,6 +540,8 @@ def main():
         record(bench_length_grouping(s, pixel_values, device, meter, args))
     if "precision" in parts and not gpu:
         record(bench_cpu_precision(args, meter))
+    if "depthwise" in parts and not gpu:
+        record(bench_depthwise(args, meter))
     print_table(report)
     print(json.dumps(report, indent=2))
 
@@ -532,6 +563,10 @@ ROWS = [
     ("caption/questions jobs' model, CPU bf16 vs float32 (samples/s)", "jobs_captioner_bf16_train",
      "jobs_captioner_fp32_train"),
     ("reading job's model, CPU bf16 vs float32 (samples/s)", "jobs_reader_bf16_train", "jobs_reader_fp32_train"),
+    ("caption/questions jobs' model, float32, depthwise backward: ours vs oneDNN's (samples/s)",
+     "jobs_captioner_depthwise_fast_train", "jobs_captioner_depthwise_onednn_train"),
+    ("reading job's model, float32, depthwise backward: ours vs oneDNN's (samples/s)",
+     "jobs_reader_depthwise_fast_train", "jobs_reader_depthwise_onednn_train"),
 ]
 UNITS = {"_train": "_samples_per_s", "_captions": "_per_s", "_latency": "_ms", "_peak": "_mib"}
 

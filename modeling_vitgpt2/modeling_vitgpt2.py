@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import (
     AutoConfig,
@@ -34,6 +35,7 @@ from .pipeline_vitgpt2 import TASK, VitGpt2CaptioningPipeline
 # Keys Seq2SeqTrainer (and users copying a training batch) pass to generate() that describe the target: never read.
 _TARGET_KEYS = ("labels", "target_input_ids", "decoder_input_ids", "decoder_attention_mask")
 DEFAULT_MAX_NEW_TOKENS = 32
+_FAST_BACKWARD_MAX_ROWS = 16
 # Attention kernels for a padded batch being trained on a GPU: all but cuDNN's, whose backward on H100/H200 (PyTorch
 # >= 2.11) returns NaN gradients when a query row attends to nothing (our leading padding rows) and the length is
 # 64 mod 128 (pytorch/pytorch#196678). Seen here: a reader's first GPU run went NaN before step 100.
@@ -52,16 +54,74 @@ def _training_attention_kernels(mask: torch.Tensor) -> list[SDPBackend] | None:
     return [SDPBackend.MATH] if torch.is_autocast_enabled("cpu") else None
 
 
-class _Float32OnCPUConv2d(nn.Conv2d):
-    """ConvNeXt's 7x7 depthwise convolution, kept in float32 under CPU bf16 autocast: oneDNN's bf16 backward of a
-    depthwise convolution costs twice its float32 one, while the pointwise layers around it gain most from bf16
-    (on a Xeon: a reader's training step 1.07x, a captioner's 1.17x faster; benchmarks/RESULTS.md). Elsewhere an
-    ordinary Conv2d."""
+class _DepthwiseConvolution(torch.autograd.Function):
+    """A depthwise convolution (stride 1) whose backward pass is computed from ordinary convolutions: oneDNN's
+    depthwise-convolution backward, which PyTorch calls on a CPU, costs 55-85 ms a block of the reader's ConvNeXt (32
+    lines, 96 channels, a 4-row map) against 2-4 ms for the forward pass (AMD EPYC, 2 cores, float32); this, 2-3x
+    less (README, Speed). The input's gradient is the forward convolution of the output's gradient with the flipped
+    kernel. The kernel's gradient takes each row of the map as a channel: a grouped 1-D convolution along the width
+    whose kernel for (output row r, input row s) is the 2-D kernel's row s - r + padding, so its weight gradient (one
+    oneDNN call, fast) holds every row of the 2-D kernel's gradient, summed into place. The forward pass is the
+    ordinary convolution; gradients differ from oneDNN's by rounding only (~1e-7 relative)."""
+
+    @staticmethod
+    def forward(ctx, features, weight, bias, padding):
+        ctx.save_for_backward(features, weight)
+        ctx.padding = padding
+        return nn.functional.conv2d(features, weight, bias, 1, padding, 1, features.shape[1])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        features, weight = ctx.saved_tensors
+        batch, channels, height, width = features.shape
+        kernel_rows, kernel_columns = weight.shape[-2:]
+        row_padding, column_padding = ctx.padding
+        grad_features = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            flipped_padding = (kernel_rows - 1 - row_padding, kernel_columns - 1 - column_padding)
+            grad_features = nn.functional.conv2d(grad, weight.flip(2, 3), None, 1, flipped_padding, 1, channels)
+        if ctx.needs_input_grad[1]:
+            rows = torch.arange(height)
+            kernel_row = rows.view(1, height) - rows.view(height, 1) + row_padding  # [output row, input row]
+            used = (kernel_row >= 0) & (kernel_row < kernel_rows)
+            per_row_pair = torch.ops.aten.convolution_backward(
+                grad.reshape(batch, channels * height, width),
+                features.reshape(batch, channels * height, width),
+                features.new_zeros(channels * height, height, kernel_columns),
+                None, [1], [column_padding], [1], False, [0], channels, [False, True, False],
+            )[1].view(channels, height, height, kernel_columns)  # fmt: skip
+            grad_weight = features.new_zeros(channels, kernel_rows, kernel_columns)
+            grad_weight.index_add_(1, kernel_row[used], per_row_pair[:, used])
+            grad_weight = grad_weight.unsqueeze(1)
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad.sum((0, 2, 3))
+        return grad_features, grad_weight, grad_bias, None
+
+
+class _ConvNextDepthwiseConv2d(nn.Conv2d):
+    """ConvNeXt's 7x7 depthwise convolution (same weights and state-dict keys as transformers'), trained faster on a
+    CPU:
+    - under CPU bf16 autocast it stays float32: oneDNN's bf16 backward of a depthwise convolution costs twice its
+      float32 one, while the pointwise layers around it gain most from bf16 (on a Xeon: a reader's training step
+      1.07x, a captioner's 1.17x faster; benchmarks/RESULTS.md);
+    - in float32 training without autocast, its backward pass is _DepthwiseConvolution's, on maps up to
+      _FAST_BACKWARD_MAX_ROWS rows (measured faster up to there; its work grows with rows x rows). Not yet under
+      autocast: CPUs with AMX train as they did, and its speed there is not measured.
+    Elsewhere an ordinary Conv2d."""
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if hidden_states.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        if hidden_states.device.type != "cpu":
+            return super().forward(hidden_states)
+        if torch.is_autocast_enabled("cpu"):
             with torch.autocast("cpu", enabled=False):
                 return super().forward(hidden_states.float())
+        if (
+            torch.is_grad_enabled()
+            and hidden_states.dtype == torch.float32
+            and hidden_states.shape[2] <= _FAST_BACKWARD_MAX_ROWS
+        ):
+            return _DepthwiseConvolution.apply(hidden_states, self.weight, self.bias, self.padding)
         return super().forward(hidden_states)
 
 
@@ -74,7 +134,7 @@ def build_vision_tower(vision_config) -> PreTrainedModel:
         tower = ConvNextModel(vision_config)
         for layer in tower.modules():
             if isinstance(layer, ConvNextLayer):
-                layer.dwconv.__class__ = _Float32OnCPUConv2d  # same weights and state-dict keys, another forward
+                layer.dwconv.__class__ = _ConvNextDepthwiseConv2d  # same weights and state-dict keys, another forward
         return tower
     return SiglipVisionModel(vision_config)
 

@@ -15,6 +15,7 @@
 """
 
 import argparse
+import ctypes
 import json
 import logging
 import math
@@ -392,6 +393,21 @@ class BudgetedTrainer(Seq2SeqTrainer):
         return torch.utils.data.SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
 
 
+def keep_large_blocks_in_the_heap() -> None:
+    """glibc's malloc hands out blocks over 32 MB (a reader's activations) as fresh memory maps and returns them on
+    free, so every training step faults their pages in again (11,000-14,000 page faults a step of the reading job).
+    Kept in the heap, the same step takes ~10% less time on 2 cores (README, Speed); the arithmetic is the same. A
+    no-op where the C library is not glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+    mallopt(m_mmap_threshold, 1 << 30)  # blocks up to 1 GB from the heap...
+    mallopt(m_trim_threshold, (1 << 31) - 1)  # ...and freed memory kept for the next step
+
+
 def parse_arguments():
     parser = HfArgumentParser(
         (ModelArguments, DataArguments, RunArguments, Seq2SeqTrainingArguments), description=__doc__
@@ -523,6 +539,8 @@ def main():
         # Tiny values as zero: bf16 training on a CPU otherwise slows down as more of them appear (denormal numbers
         # take the slow path): the reading job's steps went from 2.2/s to 1.5/s over its run, 2.1/s with this.
         torch.set_flush_denormal(True)
+    if not torch.cuda.is_available():
+        keep_large_blocks_in_the_heap()
 
     # --- data -------------------------------------------------------------------------------------------------
     try:

@@ -539,7 +539,7 @@ def main():
         # Tiny values as zero: bf16 training on a CPU otherwise slows down as more of them appear (denormal numbers
         # take the slow path): the reading job's steps went from 2.2/s to 1.5/s over its run, 2.1/s with this.
         torch.set_flush_denormal(True)
-    if not torch.cuda.is_available():
+    if training_args.use_cpu or not torch.cuda.is_available():
         keep_large_blocks_in_the_heap()
 
     # --- data -------------------------------------------------------------------------------------------------

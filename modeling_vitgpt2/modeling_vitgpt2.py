@@ -35,7 +35,6 @@ from .pipeline_vitgpt2 import TASK, VitGpt2CaptioningPipeline
 # Keys Seq2SeqTrainer (and users copying a training batch) pass to generate() that describe the target: never read.
 _TARGET_KEYS = ("labels", "target_input_ids", "decoder_input_ids", "decoder_attention_mask")
 DEFAULT_MAX_NEW_TOKENS = 32
-_FAST_BACKWARD_MAX_ROWS = 16
 # Attention kernels for a padded batch being trained on a GPU: all but cuDNN's, whose backward on H100/H200 (PyTorch
 # >= 2.11) returns NaN gradients when a query row attends to nothing (our leading padding rows) and the length is
 # 64 mod 128 (pytorch/pytorch#196678). Seen here: a reader's first GPU run went NaN before step 100.
@@ -52,6 +51,10 @@ def _training_attention_kernels(mask: torch.Tensor) -> list[SDPBackend] | None:
     if mask.is_cuda:
         return None if mask.all() else _PADDING_SAFE_ATTENTION
     return [SDPBackend.MATH] if torch.is_autocast_enabled("cpu") else None
+
+
+# The tallest feature map _DepthwiseConvolution takes: measured faster up to here; its work grows with rows x rows.
+_FAST_BACKWARD_MAX_ROWS = 16
 
 
 class _DepthwiseConvolution(torch.autograd.Function):
@@ -106,8 +109,8 @@ class _ConvNextDepthwiseConv2d(nn.Conv2d):
       float32 one, while the pointwise layers around it gain most from bf16 (on a Xeon: a reader's training step
       1.07x, a captioner's 1.17x faster; benchmarks/RESULTS.md);
     - in float32 training without autocast, its backward pass is _DepthwiseConvolution's, on maps up to
-      _FAST_BACKWARD_MAX_ROWS rows (measured faster up to there; its work grows with rows x rows). Not yet under
-      autocast: CPUs with AMX train as they did, and its speed there is not measured.
+      _FAST_BACKWARD_MAX_ROWS rows. Not yet under autocast: CPUs with AMX train as they did, and its speed there is
+      not measured.
     Elsewhere an ordinary Conv2d."""
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:

@@ -284,8 +284,9 @@ EMBEDDED_DEFAULTS = dict(
     seed=42,
 )
 # What `python train.py --dataset builtin:shapes-vqa` changes in those defaults: the questions job trains each scene's
-# caption and questions together, packed after one reading of the image (README, Questions).
-QUESTION_DEFAULTS = dict(tasks_per_image=4, num_train_epochs=5)
+# caption and questions together, packed after one reading of the image, at half the caption job's learning rate
+# (over three initialisations: answers 95.5-97.4% against 93.8-96.2% at 1e-3, captions the same; README, Questions).
+QUESTION_DEFAULTS = dict(tasks_per_image=4, num_train_epochs=5, learning_rate=5e-4)
 # What `python train.py --dataset builtin:text-lines` changes in those defaults: the reading job.
 READING_DEFAULTS = dict(
     output_dir="runs/text-lines",

@@ -33,12 +33,12 @@ from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArgume
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, has_length
 
 from modeling_vitgpt2 import VitGpt2ForCaptioning, VitGpt2Processor
-from modeling_vitgpt2.answer_accuracy import answer_accuracy
-from modeling_vitgpt2.data import (
+from modeling_vitgpt2.data.collator import CaptionCollator
+from modeling_vitgpt2.data.feature_cache import DEFAULT_CACHE_DIR, VisionFeatureCache
+from modeling_vitgpt2.data.loading import (
     BUILTIN,
     BUILTIN_TEXT_LINES,
     BUILTIN_VQA,
-    CaptionCollator,
     DatasetError,
     as_caption_list,
     drop_bad_examples,
@@ -48,11 +48,12 @@ from modeling_vitgpt2.data import (
     references_of,
     with_caption_lengths,
 )
-from modeling_vitgpt2.export import EXAMPLES, RUN_INFO, export, push
-from modeling_vitgpt2.feature_cache import DEFAULT_CACHE_DIR, VisionFeatureCache
-from modeling_vitgpt2.reading.corpus import CHARSET
-from modeling_vitgpt2.reading.metrics import READING_METRICS, reading_metrics
-from modeling_vitgpt2.report import (
+from modeling_vitgpt2.data.reading.corpus import CHARSET
+from modeling_vitgpt2.hub.export import EXAMPLES, RUN_INFO, export, push
+from modeling_vitgpt2.metrics import coco_caption
+from modeling_vitgpt2.metrics.answer_accuracy import answer_accuracy
+from modeling_vitgpt2.metrics.reading import READING_METRICS, reading_metrics
+from modeling_vitgpt2.training.report import (
     METRIC_COLUMNS,
     caption_grid,
     line_sheet,
@@ -61,7 +62,7 @@ from modeling_vitgpt2.report import (
     sample_indices,
     write_examples,
 )
-from modeling_vitgpt2.scratch import (
+from modeling_vitgpt2.training.scratch import (
     build_character_tokenizer,
     build_reader_processor,
     build_scratch_model,
@@ -71,7 +72,7 @@ from modeling_vitgpt2.scratch import (
 )
 
 logger = logging.getLogger("train")
-METRIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "modeling_vitgpt2", "coco_caption.py")
+METRIC = coco_caption.__file__  # an `evaluate` metric script, loaded by path
 
 
 @dataclass

@@ -369,8 +369,8 @@ def jobs_models_and_batches(quick: bool) -> dict:
     """The from-scratch jobs' own models at the jobs' sizes (train.py's defaults) with a training batch each, of random
     content (the arithmetic does not depend on it): the caption and questions jobs' ConvNeXt captioner (64 scenes of
     64 px, 12-token captions) and the reading job's reader (32 lines of 32 x 640 px, 40 characters each)."""
-    from modeling_vitgpt2.reading.corpus import CHARSET
-    from modeling_vitgpt2.scratch import build_character_tokenizer, build_scratch_model, build_scratch_reader
+    from modeling_vitgpt2.data.reading.corpus import CHARSET
+    from modeling_vitgpt2.training.scratch import build_character_tokenizer, build_scratch_model, build_scratch_reader
 
     width, batch, line_width = (32, 4, 128) if quick else (192, 64, 640)
     characters = build_character_tokenizer(CHARSET)  # a captioner's BPE vocabulary is about as small (400)

@@ -5,7 +5,7 @@
 #   bash benchmarks/gpu_read.sh OUT_DIR          (QUICK=1: tiny sizes on the CPU, to try the script first)
 # Knobs: TRAIN_LINES (160000), TRAIN_MINUTES (4.5), MODEL_DIR (runs/text-lines-gpu), EXTRA (more train.py flags).
 # Fonts: a machine without the Debian font packages reads the font files from .cache/fonts (32 MB; fill it where the
-# packages are installed with `python -m modeling_vitgpt2.reading.fonts --copy .cache/fonts`, then carry it).
+# packages are installed with `python -m modeling_vitgpt2.data.reading.fonts --copy .cache/fonts`, then carry it).
 set -uo pipefail
 [ -d .cache/fonts ] && export VITGPT2_FONTS="${VITGPT2_FONTS:-$PWD/.cache/fonts}"
 out=${1:?usage: gpu_read.sh OUT_DIR}

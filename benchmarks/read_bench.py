@@ -32,11 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import cpu_name  # noqa: E402
 from transformers import AutoModel, AutoProcessor, pipeline  # noqa: E402
 
-from modeling_vitgpt2.reading.corpus import load_documents  # noqa: E402
-from modeling_vitgpt2.reading.fonts import TRAIN_FONTS, UNSEEN_FONTS, font_paths  # noqa: E402
-from modeling_vitgpt2.reading.metrics import reading_metrics  # noqa: E402
-from modeling_vitgpt2.reading.render import CONDITIONS, lines_per_page, render_line, render_page  # noqa: E402
-from modeling_vitgpt2.reading.text_lines import split_documents, wrapped_lines  # noqa: E402
+from modeling_vitgpt2.data.reading.corpus import load_documents  # noqa: E402
+from modeling_vitgpt2.data.reading.fonts import TRAIN_FONTS, UNSEEN_FONTS, font_paths  # noqa: E402
+from modeling_vitgpt2.data.reading.render import CONDITIONS, lines_per_page, render_line, render_page  # noqa: E402
+from modeling_vitgpt2.data.reading.text_lines import split_documents, wrapped_lines  # noqa: E402
+from modeling_vitgpt2.metrics.reading import reading_metrics  # noqa: E402
 
 UNSEEN = "unseen fonts (clean 32px)"
 

@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def export_command(args) -> int:
-    from .export import ExportError, export, push
+    from .hub.export import ExportError, export, push
 
     if args.push and not args.repo_id:
         print("error: --push needs --repo-id", file=sys.stderr)

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, GPT2Config, GPT2LMHeadModel
 
-from modeling_vitgpt2.scratch import build_scratch_model, build_scratch_processor, train_caption_tokenizer
+from modeling_vitgpt2.training.scratch import build_scratch_model, build_scratch_processor, train_caption_tokenizer
 
 CAPTIONS = [
     "a red circle on the left",

@@ -27,10 +27,10 @@ missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v g++ >/dev/null || missing+=(g++)
 command -v tesseract >/dev/null || missing+=(tesseract-ocr tesseract-ocr-eng)
-fonts="$(.venv/bin/python -c 'from modeling_vitgpt2.reading.fonts import missing_packages; print(*missing_packages())')"
+fonts="$(.venv/bin/python -c 'from modeling_vitgpt2.data.reading.fonts import missing_packages; print(*missing_packages())')"
 missing+=($fonts)
 if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-.venv/bin/python -c 'from modeling_vitgpt2.reading.corpus import fetch_archive; fetch_archive()'
+.venv/bin/python -c 'from modeling_vitgpt2.data.reading.corpus import fetch_archive; fetch_archive()'
 exec .venv/bin/python -m pytest "$@"

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from modeling_vitgpt2.data.reading.corpus import CHARSET
 from modeling_vitgpt2.modeling_vitgpt2 import _ConvNextDepthwiseConv2d, _DepthwiseConvolution
-from modeling_vitgpt2.reading.corpus import CHARSET
-from modeling_vitgpt2.scratch import build_character_tokenizer, build_scratch_reader
+from modeling_vitgpt2.training.scratch import build_character_tokenizer, build_scratch_reader
 
 
 @pytest.mark.parametrize(

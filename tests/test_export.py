@@ -11,7 +11,7 @@ import pytest
 import yaml
 from conftest import distinct_images
 
-from modeling_vitgpt2.export import ExportError, export
+from modeling_vitgpt2.hub.export import ExportError, export
 
 CONSUMER = textwrap.dedent(
     """

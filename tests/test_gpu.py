@@ -8,8 +8,8 @@ batches on the other attention kernels."""
 import pytest
 import torch
 
-from modeling_vitgpt2.reading.corpus import CHARSET
-from modeling_vitgpt2.scratch import build_character_tokenizer, build_scratch_reader
+from modeling_vitgpt2.data.reading.corpus import CHARSET
+from modeling_vitgpt2.training.scratch import build_character_tokenizer, build_scratch_reader
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

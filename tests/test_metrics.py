@@ -8,9 +8,9 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
-from modeling_vitgpt2.coco_caption import bleu, caption_scores, cider_d, ptb_tokenize, rouge_l
+from modeling_vitgpt2.metrics.coco_caption import bleu, caption_scores, cider_d, ptb_tokenize, rouge_l
 
-METRIC_PATH = "modeling_vitgpt2/coco_caption.py"
+METRIC_PATH = "modeling_vitgpt2/metrics/coco_caption.py"
 
 # Raw captions with several references each: punctuation, contractions, numbers, quotes, brackets, case.
 PREDICTIONS = [

@@ -10,7 +10,7 @@ from transformers import AutoModel, AutoProcessor, pipeline
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from modeling_vitgpt2 import VitGpt2ForCaptioning
-from modeling_vitgpt2.data import CaptionCollator
+from modeling_vitgpt2.data.collator import CaptionCollator
 
 PROMPTS = ["a red", "two small blue squares", "", "three purple hearts in"]  # different lengths, one empty
 

@@ -9,9 +9,8 @@ import pytest
 from conftest import CAPTIONS, TINY, distinct_images, results_of, run_train, tiny_model
 from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
-from modeling_vitgpt2.answer_accuracy import answer_accuracy, normalise_answer
-from modeling_vitgpt2.data import CaptionCollator
-from modeling_vitgpt2.shapes_dataset import (
+from modeling_vitgpt2.data.collator import CaptionCollator
+from modeling_vitgpt2.data.shapes import (
     COLOURS,
     INVERSE_RELATION,
     QUESTION_TYPES,
@@ -20,6 +19,7 @@ from modeling_vitgpt2.shapes_dataset import (
     load_shapes_dataset,
     load_shapes_vqa_dataset,
 )
+from modeling_vitgpt2.metrics.answer_accuracy import answer_accuracy, normalise_answer
 
 SIZES = dict(train_size=400, eval_size=60, image_size=64, seed=7)
 

@@ -22,14 +22,13 @@ from rapidfuzz.distance import Levenshtein
 from transformers import pipeline
 
 from modeling_vitgpt2 import VitGpt2ForCaptioning, VitGpt2Processor
+from modeling_vitgpt2.data.reading.corpus import CHARSET, load_documents
+from modeling_vitgpt2.data.reading.fonts import TRAIN_FONTS, UNSEEN_FONTS, font_paths
+from modeling_vitgpt2.data.reading.render import Degradation, render_blank, render_line, render_page
+from modeling_vitgpt2.data.reading.text_lines import load_text_lines_dataset, split_documents
 from modeling_vitgpt2.decoding_vitgpt2 import CTCPrefixScorer, repeated_tail
-from modeling_vitgpt2.export import export
-from modeling_vitgpt2.reading.corpus import CHARSET, load_documents
-from modeling_vitgpt2.reading.fonts import TRAIN_FONTS, UNSEEN_FONTS, font_paths
-from modeling_vitgpt2.reading.metrics import reading_metrics
-from modeling_vitgpt2.reading.render import Degradation, render_blank, render_line, render_page
-from modeling_vitgpt2.reading.text_lines import load_text_lines_dataset, split_documents
-from modeling_vitgpt2.scratch import build_character_tokenizer, build_reader_processor, build_scratch_reader
+from modeling_vitgpt2.hub.export import export
+from modeling_vitgpt2.metrics.reading import reading_metrics
 from modeling_vitgpt2.segmentation_vitgpt2 import (
     estimate_skew,
     find_lines,
@@ -39,6 +38,7 @@ from modeling_vitgpt2.segmentation_vitgpt2 import (
     straighten_line,
     x_height_band,
 )
+from modeling_vitgpt2.training.scratch import build_character_tokenizer, build_reader_processor, build_scratch_reader
 
 LINES = [
     "The island was discovered in 1502",
@@ -125,14 +125,14 @@ def test_text_lines_splits():
 
 
 def test_font_files_copied_into_a_folder_are_found_there(tmp_path):
-    # For a machine without the Debian packages (a GPU box): `python -m modeling_vitgpt2.reading.fonts --copy DIR`
+    # For a machine without the Debian packages (a GPU box): `python -m modeling_vitgpt2.data.reading.fonts --copy DIR`
     # where they are installed, then VITGPT2_FONTS=DIR. Without --copy it prints the packages to apt-get install.
-    packages = subprocess.run([sys.executable, "-m", "modeling_vitgpt2.reading.fonts"], capture_output=True,
+    packages = subprocess.run([sys.executable, "-m", "modeling_vitgpt2.data.reading.fonts"], capture_output=True,
                               text=True, check=True).stdout.split()  # fmt: skip
     assert packages == sorted({package for *_, package in TRAIN_FONTS + UNSEEN_FONTS})
-    subprocess.run([sys.executable, "-m", "modeling_vitgpt2.reading.fonts", "--copy", str(tmp_path)], check=True)
+    subprocess.run([sys.executable, "-m", "modeling_vitgpt2.data.reading.fonts", "--copy", str(tmp_path)], check=True)
     found = subprocess.run(
-        [sys.executable, "-c", "from modeling_vitgpt2.reading.fonts import *; "
+        [sys.executable, "-c", "from modeling_vitgpt2.data.reading.fonts import *; "
          "print(*font_paths(TRAIN_FONTS + UNSEEN_FONTS), sep='\\n')"],
         capture_output=True, text=True, check=True, env={**os.environ, "VITGPT2_FONTS": str(tmp_path)},
     ).stdout.split("\n")  # fmt: skip

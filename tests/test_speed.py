@@ -11,8 +11,8 @@ from conftest import CAPTIONS, CONVNEXT_PATCHES, distinct_images, tiny_model, tr
 from PIL import Image, ImageDraw
 
 from modeling_vitgpt2 import decoding_vitgpt2
-from modeling_vitgpt2.feature_cache import VisionFeatureCache
-from modeling_vitgpt2.scratch import build_character_tokenizer, build_reader_processor, build_scratch_reader
+from modeling_vitgpt2.data.feature_cache import VisionFeatureCache
+from modeling_vitgpt2.training.scratch import build_character_tokenizer, build_reader_processor, build_scratch_reader
 
 
 @pytest.mark.parametrize("variant", [{}, {"prefix_length": 3}, {"vision_feature": "patch"}])

@@ -15,7 +15,7 @@ from conftest import REPO, TINY, distinct_images, results_of, run_train
 
 
 def colours(caption: str) -> frozenset:
-    from modeling_vitgpt2.shapes_dataset import COLOURS
+    from modeling_vitgpt2.data.shapes import COLOURS
 
     return frozenset(word for word in caption.split() if word in COLOURS)
 
@@ -24,7 +24,7 @@ def test_short_run_beats_the_majority_baseline_and_its_checkpoint_loads(short_ru
     import datasets
     from transformers import AutoModel, pipeline
 
-    from modeling_vitgpt2.shapes_dataset import load_shapes_dataset
+    from modeling_vitgpt2.data.shapes import load_shapes_dataset
 
     out, result = short_run
     metrics = results_of(out)

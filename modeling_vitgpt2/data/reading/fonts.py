@@ -177,9 +177,9 @@ def main(argv=None) -> None:
     import shutil
 
     parser = argparse.ArgumentParser(
-        prog="python -m modeling_vitgpt2.reading.fonts",
+        prog="python -m modeling_vitgpt2.data.reading.fonts",
         description="Print the Debian packages of every font builtin:text-lines draws in (for `apt-get install "
-        "$(python -m modeling_vitgpt2.reading.fonts)`), or copy the installed font files into a folder that "
+        "$(python -m modeling_vitgpt2.data.reading.fonts)`), or copy the installed font files into a folder that "
         "VITGPT2_FONTS can point to on a machine without those packages (32 MB).",
     )
     parser.add_argument("--copy", metavar="FOLDER", help="copy every font file into FOLDER instead")

@@ -6,8 +6,8 @@ import textwrap
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .data import as_caption_list, prompts_of
-from .processing_vitgpt2 import load_image
+from ..data.loading import as_caption_list, prompts_of
+from ..processing_vitgpt2 import load_image
 
 METRIC_COLUMNS = ("exact_match", "bleu4", "rougeL", "cider")
 

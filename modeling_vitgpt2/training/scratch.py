@@ -12,9 +12,9 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import CLIPImageProcessorPil, CLIPVisionConfig, ConvNextConfig, GPT2Config, PreTrainedTokenizerFast
 
-from .configuration_vitgpt2 import VitGpt2Config
-from .modeling_vitgpt2 import VitGpt2ForCaptioning
-from .processing_vitgpt2 import VitGpt2LineImageProcessor, VitGpt2Processor
+from ..configuration_vitgpt2 import VitGpt2Config
+from ..modeling_vitgpt2 import VitGpt2ForCaptioning
+from ..processing_vitgpt2 import VitGpt2LineImageProcessor, VitGpt2Processor
 
 EOS = "<|endoftext|>"
 # ConvNeXt's default 1e-6 starts every block as the identity: slow to learn from scratch.

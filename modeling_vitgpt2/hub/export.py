@@ -3,7 +3,7 @@
     python -m modeling_vitgpt2 export runs/default exported/ [--repo-id you/vitgpt2-shapes]
 
 The folder holds the weights (safetensors), config.json with auto_map and the image-to-text pipeline,
-generation_config.json, processor/tokenizer/image-processor files that transformers 4.57+ and 5.x read, the five
+generation_config.json, processor/tokenizer/image-processor files that transformers 4.57+ and 5.x read, the seven
 remote-code modules, handler.py + requirements.txt for Inference Endpoints, example images, and README.md rendered
 from model_card.md with the run's metrics.
 """
@@ -16,10 +16,10 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .configuration_vitgpt2 import VitGpt2Config
-from .modeling_vitgpt2 import VitGpt2ForCaptioning
-from .processing_vitgpt2 import VitGpt2Processor
-from .reading.fonts import TRAIN_FONTS, families
+from ..configuration_vitgpt2 import VitGpt2Config
+from ..data.reading.fonts import TRAIN_FONTS, families
+from ..modeling_vitgpt2 import VitGpt2ForCaptioning
+from ..processing_vitgpt2 import VitGpt2Processor
 
 TEMPLATE = Path(__file__).with_name("model_card.md")  # package data: an installed wheel carries it
 READER_TEMPLATE = Path(__file__).with_name("reader_card.md")  # the card of a text reader

@@ -1,7 +1,7 @@
 """COCO caption metrics — BLEU-1..4, ROUGE-L, CIDEr-D — computed as the COCO caption evaluation computes them
 (pycocoevalcap), as an `evaluate` metric:
 
-    metric = evaluate.load("modeling_vitgpt2/coco_caption.py")
+    metric = evaluate.load("modeling_vitgpt2/metrics/coco_caption.py")
     metric.compute(predictions=["a dog runs"], references=[["a dog is running", "the dog runs"]])
 
 Inputs are tokenised like COCO's PTBTokenizer (lower-cased, contractions split, punctuation dropped) in pure Python,

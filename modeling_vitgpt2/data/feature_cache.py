@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .processing_vitgpt2 import load_image
+from ..processing_vitgpt2 import load_image
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("VITGPT2_CACHE", Path.home() / ".cache" / "vitgpt2")) / "vision_features"
 

@@ -49,7 +49,7 @@ from modeling_vitgpt2.data.loading import (
     with_caption_lengths,
 )
 from modeling_vitgpt2.data.reading.corpus import CHARSET
-from modeling_vitgpt2.hub.export import EXAMPLES, RUN_INFO, export, push
+from modeling_vitgpt2.hub.export import CURVES, EXAMPLES, RUN_INFO, export, push
 from modeling_vitgpt2.metrics import coco_caption
 from modeling_vitgpt2.metrics.answer_accuracy import answer_accuracy
 from modeling_vitgpt2.metrics.reading import READING_METRICS, reading_metrics
@@ -57,6 +57,7 @@ from modeling_vitgpt2.training.report import (
     METRIC_COLUMNS,
     caption_grid,
     line_sheet,
+    plot_training_curves,
     print_metrics_table,
     print_sample_captions,
     sample_indices,
@@ -675,6 +676,10 @@ def main():
         trainer.log_metrics("train", metrics)
         trainer.save_metrics("train", metrics)
         trainer.save_state()
+        if trainer.is_world_process_zero():
+            curves = os.path.join(training_args.output_dir, CURVES)
+            if plot_training_curves(trainer.state.log_history, curves):
+                logger.info(f"training loss, gradient norm and learning rate drawn in {curves}")
         if skipped is None and train_skips.reasons:
             logger.warning(train_skips.report("train"))
 

@@ -77,7 +77,7 @@ def test_exported_folder_holds_what_the_hub_needs(exported):
         "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "configuration_vitgpt2.py",
         "modeling_vitgpt2.py", "decoding_vitgpt2.py", "processing_vitgpt2.py", "pipeline_vitgpt2.py",
         "segmentation_vitgpt2.py", "packing_vitgpt2.py", "handler.py",
-        "requirements.txt", "README.md", "examples",
+        "requirements.txt", "README.md", "examples", "training_curves.png",
     }  # fmt: skip
     assert names == expected, names ^ expected
     config = json.loads((exported / "config.json").read_text())
@@ -108,6 +108,7 @@ def test_model_card_front_matter_carries_the_run(exported, short_run):
     )
     for section in ("## Architecture", "nn.Linear", "python train.py", "AutoProcessor", "handler.py", "## Limitations"):
         assert section in text
+    assert "](training_curves.png)" in text  # the card shows the curves the folder ships
 
 
 def test_exported_folder_loads_the_same_on_transformers_5_and_4(exported, image_paths, tmp_path):

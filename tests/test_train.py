@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, TINY, distinct_images, results_of, run_train
+from PIL import Image
 
 
 def colours(caption: str) -> frozenset:
@@ -41,6 +42,11 @@ def test_short_run_beats_the_majority_baseline_and_its_checkpoint_loads(short_ru
         assert key in metrics, key
     assert "exact_match" in result.stdout and "test_unseen" in result.stdout  # the printed table
     assert (out / "test_captions.png").exists()
+    assert "training_curves.png" in result.stderr  # the log says where the curves are
+    with Image.open(out / "training_curves.png") as curves:
+        assert curves.format == "PNG" and curves.width >= 600 and curves.height >= 400
+        # Drawn, not blank: the three panels' lines and labels are far from one colour.
+        assert len(curves.convert("L").getcolors(maxcolors=256 * 256) or range(256)) > 16
 
     data = load_shapes_dataset(train_size=3000, eval_size=48, image_size=64, seed=42)
     # The colour words of each test caption, against always answering the most common colour words of training.
@@ -54,6 +60,20 @@ def test_short_run_beats_the_majority_baseline_and_its_checkpoint_loads(short_ru
     assert accuracy > baseline + 0.2, f"colour accuracy {accuracy:.2f} vs majority baseline {baseline:.2f}"
     assert type(AutoModel.from_pretrained(out, trust_remote_code=True)).__name__ == "VitGpt2ForCaptioning"
     assert isinstance(data, datasets.DatasetDict)
+
+
+def test_training_curves_are_drawn_from_the_logged_losses_only(tmp_path):
+    from modeling_vitgpt2.training.report import plot_training_curves
+
+    path = tmp_path / "curves.png"
+    # A run that ended before its first logging step has only the Trainer's summary: nothing to draw.
+    assert not plot_training_curves([{"train_runtime": 1.5, "train_loss": 2.0, "epoch": 0.1, "step": 3}], path)
+    assert not path.exists()
+    history = [{"loss": 3 / step, "grad_norm": 1.0, "learning_rate": 1e-3, "epoch": step / 10, "step": step}
+               for step in range(1, 21)]  # fmt: skip
+    assert plot_training_curves(history, path)
+    with Image.open(path) as curves:
+        assert curves.format == "PNG"
 
 
 def test_torchrun_two_processes(tmp_path):

@@ -4,8 +4,8 @@
 
 The folder holds the weights (safetensors), config.json with auto_map and the image-to-text pipeline,
 generation_config.json, processor/tokenizer/image-processor files that transformers 4.57+ and 5.x read, the seven
-remote-code modules, handler.py + requirements.txt for Inference Endpoints, example images, and README.md rendered
-from model_card.md with the run's metrics.
+remote-code modules, handler.py + requirements.txt for Inference Endpoints, example images, the training curves, and
+README.md rendered from model_card.md with the run's metrics.
 """
 
 import json
@@ -27,6 +27,7 @@ HANDLER = Path(__file__).resolve().parent / "endpoint_handler.py"
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 RUN_INFO = "run_info.json"  # written by train.py: the command, data and base models of the run
 EXAMPLES = "examples"  # written by train.py: test images and their generated captions
+CURVES = "training_curves.png"  # written by train.py: the logged training loss, gradient norm and learning rate
 METRICS = {"bleu4": ("bleu", "BLEU-4"), "rougeL": ("rouge", "ROUGE-L"), "cider": ("cider", "CIDEr-D"),
            "exact_match": ("exact_match", "Exact match")}  # fmt: skip
 READING_METRICS = {"cer": ("cer", "CER"), "wer": ("wer", "WER"), "exact_lines": ("exact_match", "Exact lines")}
@@ -115,7 +116,11 @@ def _examples_table(examples: list, intro: str, output_label: str) -> str:
     return f"{intro}:\n\n| image | {output_label} | reference |\n|---|---|---|\n" + "\n".join(rows)
 
 
-def render_reader_card(model, run: dict, metrics: dict, examples: list, repo_id: str) -> str:
+def _curves_line(curves: bool) -> str:
+    return f"![Training loss, gradient norm and learning rate by step]({CURVES})" if curves else ""
+
+
+def render_reader_card(model, run: dict, metrics: dict, examples: list, repo_id: str, curves: bool = False) -> str:
     config = model.config
     dataset_name = run.get("dataset", "unknown")
     builtin = dataset_name == "builtin:text-lines"
@@ -147,6 +152,7 @@ def render_reader_card(model, run: dict, metrics: dict, examples: list, repo_id:
         training_command=run.get("command", "python train.py"),
         evaluation_table=evaluation_table,
         examples_table=examples_table,
+        training_curves=_curves_line(curves),
         limitation_data=(
             f"Trained on single lines of printed English in {len(TRAIN_FONTS)} faces of {len(families(TRAIN_FONTS))} "
             "font families: faces of other designs read worse"
@@ -173,10 +179,11 @@ def describe_vision_tower(vision) -> str:
     )
 
 
-def render_card(model, run: dict, metrics: dict, examples: list, repo_id: str) -> str:
+def render_card(model, run: dict, metrics: dict, examples: list, repo_id: str, curves: bool = False) -> str:
+    """The card's README.md; `curves`: the folder ships the run's training curves (CURVES), and the card shows them."""
     config = model.config
     if config.vision_feature == "columns":
-        return render_reader_card(model, run, metrics, examples, repo_id)
+        return render_reader_card(model, run, metrics, examples, repo_id, curves)
     dataset_name = run.get("dataset", "unknown")
     eval_results, evaluation_table = _evaluation(metrics, dataset_name)
     base_models = [
@@ -229,6 +236,7 @@ def render_card(model, run: dict, metrics: dict, examples: list, repo_id: str) -
         training_command=run.get("command", "python train.py"),
         evaluation_table=evaluation_table,
         examples_table=examples_table,
+        training_curves=_curves_line(curves),
         prompt_description=(
             "the questions of its training data, asked as `Question: ... Answer:`"
             if any(key.endswith("_answer_accuracy") for key in metrics)
@@ -265,7 +273,10 @@ def export(checkpoint, out_dir, repo_id: str | None = None) -> Path:
         (staging / "requirements.txt").write_text(REQUIREMENTS)
         if examples:
             shutil.copytree(checkpoint / EXAMPLES, staging / EXAMPLES)
-        (staging / "README.md").write_text(render_card(model, run, metrics, examples, repo_id))
+        curves = (checkpoint / CURVES).is_file()
+        if curves:
+            shutil.copyfile(checkpoint / CURVES, staging / CURVES)
+        (staging / "README.md").write_text(render_card(model, run, metrics, examples, repo_id, curves))
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(staging, out_dir)

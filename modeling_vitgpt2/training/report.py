@@ -1,4 +1,5 @@
-"""What a finished run shows: a metrics table, captions (and answers) beside their references, and a picture of both."""
+"""What a finished run shows: a metrics table, captions (and answers) beside their references, a picture of both, and
+the training curves."""
 
 import json
 import os
@@ -117,3 +118,41 @@ def write_examples(folder: str, dataset, captions, count: int) -> None:
         )
     with open(os.path.join(folder, "examples.json"), "w") as file:
         json.dump(examples, file, indent=2)
+
+
+def plot_training_curves(log_history: list[dict], path: str) -> bool:
+    """The Trainer's logged training loss, gradient norm and learning rate against the step, epochs along the top;
+    written to `path` as a PNG. False (nothing written) when the run logged no loss (it ended before its first
+    logging step)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display, and no GUI toolkit to import
+    from matplotlib import pyplot
+
+    logged = [entry for entry in log_history if "loss" in entry and "step" in entry]
+    if not logged:
+        return False
+    panels = [
+        ("training loss", "loss", "log"),
+        ("gradient norm", "grad_norm", "log"),
+        ("learning rate", "learning_rate", "linear"),
+    ]
+    panels = [panel for panel in panels if any(entry.get(panel[1]) is not None for entry in logged)]
+    figure, axes = pyplot.subplots(len(panels), 1, figsize=(7, 2.2 * len(panels) + 0.6), sharex=True, squeeze=False)
+    for axis, (title, key, scale) in zip(axes[:, 0], panels):
+        points = [(entry["step"], entry[key]) for entry in logged if entry.get(key) is not None]
+        axis.plot(*zip(*points), marker="." if len(points) < 30 else None)
+        axis.set_ylabel(title)
+        if scale == "log" and all(value > 0 for _, value in points):
+            axis.set_yscale("log")
+        axis.grid(True, alpha=0.3)
+    axes[-1, 0].set_xlabel("step")
+    last = logged[-1]
+    if last.get("epoch"):
+        per_epoch = last["step"] / last["epoch"]  # steps per epoch, as the last logged entry counts them
+        top = axes[0, 0].secondary_xaxis("top", functions=(lambda s: s / per_epoch, lambda e: e * per_epoch))
+        top.set_xlabel("epoch")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+    return True

@@ -30,6 +30,7 @@ import evaluate
 import torch
 import transformers
 from transformers import HfArgumentParser, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, has_length
 
 from modeling_vitgpt2 import VitGpt2ForCaptioning, VitGpt2Processor
@@ -336,6 +337,27 @@ class WallClockLimit(TrainerCallback):
             logger.warning(f"wall-time budget of {self.clock.seconds / 60:.1f} min spent at step {state.global_step}")
             control.should_training_stop = True
             control.should_save = True
+
+
+class BudgetProgress(ProgressCallback):
+    """The training bar under a wall-time budget: it counts to the step the budget will end at, projected from the pace
+    so far, where that comes before the plan's last step; its ETA is then the budget's, not the plan's."""
+
+    def __init__(self, clock: WallClock):
+        super().__init__()
+        self.clock = clock
+        self.first_step = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        self.first_step = state.global_step  # a resumed run's budget starts again at its checkpoint's step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        spent = self.clock.spent()
+        if self.training_bar is not None and spent > 0:
+            projected = self.first_step + round((state.global_step - self.first_step) / spent)
+            self.training_bar.total = min(state.max_steps, max(state.global_step, projected))
+        super().on_step_end(args, state, control, **kwargs)
 
 
 class TrainingDiverged(RuntimeError):
@@ -657,6 +679,9 @@ def main():
         optimizers=(optimizer, None),
         clock=clock,
     )
+
+    if clock and trainer.pop_callback(ProgressCallback) is not None:  # None: the bar is off (--disable_tqdm)
+        trainer.add_callback(BudgetProgress(clock))
 
     checkpoint = training_args.resume_from_checkpoint
     if checkpoint is None and not run_args.overwrite_output_dir:

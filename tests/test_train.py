@@ -296,6 +296,10 @@ def test_wall_time_budget_stops_training_with_the_learning_rate_annealed(tmp_pat
     assert len(rates) < 100000 and max(rates) > 1e-4
     assert rates[-1] < 0.05 * max(rates), "the schedule did not anneal within the budget"
     assert "test_exact_match" in results_of(out)  # still evaluated and saved
+    # The bar's ETA is the budget's: it counted to about the steps the budget allowed, not to the plan's 100,000.
+    training_bar = result.stderr[: result.stderr.index("wall-time budget")]
+    done, total = map(int, re.findall(r"(\d+)/(\d+) \[", training_bar)[-1])
+    assert 0 < done <= total <= 1.5 * len(rates), (done, total, len(rates))
 
 
 def test_a_diverging_run_stops_with_a_clear_error_before_saving_nan_weights(tmp_path):

@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a Hub-ready folder from a trained checkpoint",
         description="Writes OUT_DIR: weights, config with auto_map and the image-to-text pipeline, processor and "
         "tokenizer files for transformers 4.57+ and 5.x, the remote code, handler.py + requirements.txt for "
-        "Inference Endpoints, example images, and README.md (the model card with the run's metrics).",
+        "Inference Endpoints, example images, the training curves, and README.md (the model card with the run's "
+        "metrics).",
     )
     export.add_argument("checkpoint", help="a folder train.py wrote (e.g. runs/default)")
     export.add_argument("out_dir", help="the folder to write (replaced if it exists)")

@@ -49,6 +49,7 @@ from modeling_vitgpt2.data.loading import (
     references_of,
     with_caption_lengths,
 )
+from modeling_vitgpt2.data.prepared_lines import with_prepared_lines
 from modeling_vitgpt2.data.reading.corpus import CHARSET
 from modeling_vitgpt2.hub.export import CURVES, EXAMPLES, RUN_INFO, export, push
 from modeling_vitgpt2.metrics import coco_caption
@@ -616,6 +617,12 @@ def main():
         if data_args.streaming and training_args.dataloader_num_workers:
             logger.warning("a streamed dataset's features are cached as it streams: data-loader workers turned off")
             training_args.dataloader_num_workers = 0
+    elif processor.reads_lines and not data_args.streaming:
+        # Prepared once on every core, not per epoch in the training loop; `length` becomes each line's width in px.
+        train_dataset = with_prepared_lines(train_dataset, processor.image_processor, "train")
+        evaluation = {
+            split: with_prepared_lines(data, processor.image_processor, split) for split, data in evaluation.items()
+        }
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info(
         f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "

@@ -129,26 +129,32 @@ class VitGpt2LineImageProcessor(BaseImageProcessor):
 
     def preprocess(self, images, return_tensors="pt", **kwargs) -> BatchFeature:
         images = images if isinstance(images, (list, tuple)) else [images]
-        lines, backgrounds, read_widths, widths = [], [], [], []
-        for image in images:
-            image = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
-            if self.frame:
-                image = frame_line(image)
-            else:
-                image = straighten_line(image) if self.deskew else image.convert("L")
-            width = max(1, min(round(image.width * self.height / image.height), self.max_width - self.margin))
-            line = np.asarray(image.resize((width, self.height), Image.BILINEAR, reducing_gap=2.0), np.float32)
-            border = np.concatenate([line[0], line[-1], line[:, 0], line[:, -1]])
-            lines.append(line)
-            backgrounds.append(float(np.median(border)))
-            read_widths.append(-(-(width + 16) // 16) * 16)
-            widths.append(-(-(width + self.margin) // self.width_multiple) * self.width_multiple)
-        pixels = np.empty((len(lines), 1, self.height, max(widths)), np.float32)
-        mask = np.zeros((len(lines), max(widths)), np.int64)
-        for index, (line, background, read_width) in enumerate(zip(lines, backgrounds, read_widths)):
-            pixels[index] = background
+        return self.pad_lines([self.prepare_line(image) for image in images], return_tensors)
+
+    def prepare_line(self, image) -> np.ndarray:
+        """One image -> its line, grey, straightened or framed and scaled to `height` px: uint8, height x width.
+        The per-line work of `preprocess`, which a training run can do once per line (train.py) instead of once
+        per epoch."""
+        image = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+        if self.frame:
+            image = frame_line(image)
+        else:
+            image = straighten_line(image) if self.deskew else image.convert("L")
+        width = max(1, min(round(image.width * self.height / image.height), self.max_width - self.margin))
+        return np.asarray(image.resize((width, self.height), Image.BILINEAR, reducing_gap=2.0), np.uint8)
+
+    def pad_lines(self, lines: list[np.ndarray], return_tensors="pt") -> BatchFeature:
+        """Prepared lines -> one batch: each right-padded with its own background (the median of its border) to
+        the widest line's padded width, `pixel_mask` marking its columns up to 16 px past its text."""
+        widest = max(line.shape[1] for line in lines)
+        width = -(-(widest + self.margin) // self.width_multiple) * self.width_multiple
+        pixels = np.empty((len(lines), 1, self.height, width), np.float32)
+        mask = np.zeros((len(lines), width), np.int64)
+        for index, line in enumerate(lines):
+            border = np.concatenate([line[0], line[-1], line[:, 0], line[:, -1]]).astype(np.float32)
+            pixels[index] = float(np.median(border))
             pixels[index, 0, :, : line.shape[1]] = line
-            mask[index, :read_width] = 1
+            mask[index, : -(-(line.shape[1] + 16) // 16) * 16] = 1
         pixels = (pixels / 255.0 - 0.5) / 0.5
         return BatchFeature({"pixel_values": pixels, "pixel_mask": mask}, tensor_type=return_tensors)
 

@@ -22,6 +22,8 @@ from rapidfuzz.distance import Levenshtein
 from transformers import pipeline
 
 from modeling_vitgpt2 import VitGpt2ForCaptioning, VitGpt2Processor
+from modeling_vitgpt2.data.collator import CaptionCollator
+from modeling_vitgpt2.data.prepared_lines import with_prepared_lines
 from modeling_vitgpt2.data.reading.corpus import CHARSET, load_documents
 from modeling_vitgpt2.data.reading.fonts import TRAIN_FONTS, UNSEEN_FONTS, font_paths
 from modeling_vitgpt2.data.reading.render import Degradation, render_blank, render_line, render_page
@@ -29,6 +31,7 @@ from modeling_vitgpt2.data.reading.text_lines import load_text_lines_dataset, sp
 from modeling_vitgpt2.decoding_vitgpt2 import CTCPrefixScorer, repeated_tail
 from modeling_vitgpt2.hub.export import export
 from modeling_vitgpt2.metrics.reading import reading_metrics
+from modeling_vitgpt2.processing_vitgpt2 import load_image
 from modeling_vitgpt2.segmentation_vitgpt2 import (
     estimate_skew,
     find_lines,
@@ -176,6 +179,27 @@ def test_batch_of_lines_reads_as_each_line_alone(reader):
     assert together == alone
     without_ctc = read(model, processor, images, ctc_weight=0)
     assert without_ctc == [read(model, processor, [image], ctc_weight=0)[0] for image in images]
+
+
+def test_lines_prepared_before_training_collate_to_the_processors_pixels():
+    """train.py prepares a reader's lines once, before training (data/prepared_lines.py); the collator's batch from
+    them must be the processor's from the images, pixel for pixel, and each line's `length` must order the lines as
+    the widths the vision pass pays for (the length-grouped sampler batches by it)."""
+    data = load_text_lines_dataset(train_size=40, eval_size=4, seed=5)["train"]
+    data = data.cast_column("image", datasets.Image(decode=False))
+    tokenizer = build_character_tokenizer(CHARSET)
+    processor = build_reader_processor(tokenizer, build_scratch_reader(tokenizer).config)
+    prepared = with_prepared_lines(data, processor.image_processor, "train")
+    rows = [prepared[index] for index in range(16)]
+    images = [load_image(row.pop("image")) for row in rows]  # the collator must pad the lines, not read images
+    from_lines = CaptionCollator(processor, 161)(rows)
+    from_images = processor(images=images)
+    assert from_lines["pixel_values"].shape[0] == 16 and from_lines["pixel_mask"].sum(1).unique().numel() > 4
+    assert torch.equal(from_lines["pixel_values"], from_images["pixel_values"])
+    assert torch.equal(from_lines["pixel_mask"], from_images["pixel_mask"])
+    alone = [processor(images=[image])["pixel_mask"].sum().item() for image in images]
+    by_length = sorted(range(16), key=lambda index: rows[index]["length"])
+    assert [alone[index] for index in by_length] == sorted(alone)
 
 
 def test_blank_and_noise_images_read_as_nothing(reader):

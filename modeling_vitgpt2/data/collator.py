@@ -6,10 +6,11 @@ import torch
 
 from ..processing_vitgpt2 import load_image
 from .loading import task_list
+from .prepared_lines import LINE_COLUMN, prepared_lines
 
 
 class CaptionCollator:
-    """Examples → `pixel_values` (or cached `vision_features`) + tokenised captions.
+    """Examples → `pixel_values` (from images, a reader's prepared lines, or cached `vision_features`) + captions.
 
     The prompt (if any) becomes `input_ids` and the target `labels`: the model reads the target after the prompt
     while training, and Seq2SeqTrainer's `generate(**batch)` continues the prompt without seeing it. Training draws
@@ -58,6 +59,9 @@ class CaptionCollator:
             batch["target_input_ids"] = torch.where(noise & (labels != -100), replacement, labels.clamp(min=0))
         if self.feature_cache is not None:
             batch["vision_features"] = self.feature_cache.features([example["image"] for example in examples])
+        elif LINE_COLUMN in examples[0]:
+            image_processor = self.processor.image_processor
+            batch.update(image_processor.pad_lines(prepared_lines(examples, image_processor.height)))
         else:
             images = [load_image(example["image"]) for example in examples]
             batch.update(self.processor(images=images))  # pixel_values, and a reader's pixel_mask

@@ -295,7 +295,7 @@ QUESTION_DEFAULTS = dict(tasks_per_image=4, num_train_epochs=5, learning_rate=5e
 READING_DEFAULTS = dict(
     output_dir="runs/text-lines",
     test_splits="test,test_unseen_fonts",
-    builtin_train_size=20000,  # fewer lines miss the 15 minutes all the same and read worse (README, Reading text)
+    builtin_train_size=20000,  # fewer lines read worse (README, Reading text)
     builtin_eval_size=400,
     caption_token_dropout=0.0,
     max_caption_length=161,  # characters, EOS included: long lines are read whole
@@ -305,7 +305,8 @@ READING_DEFAULTS = dict(
     per_device_train_batch_size=32,
     learning_rate=2e-3,
     num_train_epochs=2,
-    # Lines of similar length in a batch: less padding, and the width of a batch is what the ConvNeXt pays for.
+    # Lines of one width in a batch (a reader's `length` is its prepared line's width in px, data/prepared_lines.py):
+    # the width of a batch is what the ConvNeXt pays for.
     train_sampling_strategy="group_by_length",
     # Every batch has its own width: a compiled model would recompile shape after shape.
     torch_compile=False,

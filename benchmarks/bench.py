@@ -34,6 +34,7 @@ from transformers import (
     ViTConfig,
     ViTModel,
 )
+from transformers.activations import ACT2FN
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from modeling_vitgpt2 import VitGpt2Config, VitGpt2ForCaptioning
@@ -368,7 +369,8 @@ def bench_length_grouping(s, pixel_values, device, meter, args) -> dict:
 def jobs_models_and_batches(quick: bool) -> dict:
     """The from-scratch jobs' own models at the jobs' sizes (train.py's defaults) with a training batch each, of random
     content (the arithmetic does not depend on it): the caption and questions jobs' ConvNeXt captioner (64 scenes of
-    64 px, 12-token captions) and the reading job's reader (32 lines of 32 x 640 px, 40 characters each)."""
+    64 px; 12-token captions, or packed as the questions job trains: each scene's caption and 3 questions of 12 tokens
+    with 2-token answers) and the reading job's reader (32 lines of 32 x 640 px, 40 characters each)."""
     from modeling_vitgpt2.data.reading.corpus import CHARSET
     from modeling_vitgpt2.training.scratch import build_character_tokenizer, build_scratch_model, build_scratch_reader
 
@@ -383,9 +385,17 @@ def jobs_models_and_batches(quick: bool) -> dict:
         characters, vision_width=width // 2, blocks=3, text_width=width, text_layers=2, heads=max(1, width // 64)
     )
     vocab = len(characters)
+    tasks = 4  # train.py's --tasks_per_image for the questions job: the caption first, without a prompt
+    answers = torch.randint(1, vocab, (batch, tasks, 12))
+    answers[:, 1:, 2:] = -100
+    prompts = torch.randint(1, vocab, (batch, tasks, 12))
+    prompt_mask = torch.ones_like(prompts)
+    prompt_mask[:, 0] = 0
     return {
         "captioner": (captioner, {"pixel_values": torch.randn(batch, 3, 64, 64),
                                   "labels": torch.randint(1, vocab, (batch, 12))}),
+        "questions": (captioner, {"pixel_values": torch.randn(batch, 3, 64, 64), "input_ids": prompts,
+                                  "attention_mask": prompt_mask, "labels": answers}),
         "reader": (reader, {"pixel_values": torch.randn(batch // 2, 1, 32, line_width),
                             "pixel_mask": torch.ones(batch // 2, line_width, dtype=torch.long),
                             "labels": torch.randint(1, vocab, (batch // 2, 40))}),
@@ -456,6 +466,31 @@ def bench_depthwise(args, meter) -> dict:
     return results
 
 
+@contextlib.contextmanager
+def gelu_in_eight_kernels(model):
+    """`model`'s GPT-2 MLPs with transformers' "gelu_new" (the tanh GELU as element-wise kernels, as GPT-2's own config
+    says) instead of the one-kernel "gelu_pytorch_tanh" the from-scratch models are built with (training/scratch.py)."""
+    blocks = model.language_model.transformer.h
+    kept = [block.mlp.act for block in blocks]
+    for block in blocks:
+        block.mlp.act = ACT2FN["gelu_new"]
+    try:
+        yield
+    finally:
+        for block, act in zip(blocks, kept):
+            block.mlp.act = act
+
+
+def bench_activation(args, meter) -> dict:
+    """The jobs' float32 training steps with GPT-2's GELU in one kernel (what the from-scratch models use) vs GPT-2's
+    own "gelu_new": the same function to float rounding."""
+    results = {}
+    for name, (model, batch) in jobs_models_and_batches(args.quick).items():
+        variants = {"gelu_one_kernel": contextlib.nullcontext, "gelu_new": partial(gelu_in_eight_kernels, model)}
+        results.update(measure_alternating_training(f"jobs_{name}", model, batch, meter, args, variants))
+    return results
+
+
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as file:
@@ -487,12 +522,13 @@ def main():
         "quick 2; 0 skips)",
     )  # fmt: skip
     parser.add_argument(
-        "--parts", default="ours,peer,prompted,lengths,precision,depthwise",
+        "--parts", default="ours,peer,prompted,lengths,precision,depthwise,activation",
         help="what to measure, in order: ours (vitgpt2's training and captioning rows), peer, prompted (prompted "
         "greedy decoding, vitgpt2's decoder vs transformers' loop), lengths (length grouping), precision (CPU only: "
         "the from-scratch jobs' models trained in float32 vs bf16 autocast, as train.py does on a CPU with AMX), "
         "depthwise (CPU only: those models trained in float32 with the depthwise convolutions' fast backward pass vs "
-        "oneDNN's)",
+        "oneDNN's), activation (CPU only: those models trained in float32 with GPT-2's GELU in one kernel vs "
+        "transformers' gelu_new)",
     )  # fmt: skip
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -542,6 +578,8 @@ def main():
         record(bench_cpu_precision(args, meter))
     if "depthwise" in parts and not gpu:
         record(bench_depthwise(args, meter))
+    if "activation" in parts and not gpu:
+        record(bench_activation(args, meter))
     print_table(report)
     print(json.dumps(report, indent=2))
 
@@ -560,13 +598,23 @@ ROWS = [
     ("captioning, bf16 weights, batch (captions/s)", "ours_bf16_captions", "peer_bf16_captions"),
     ("captioning, bf16 weights, 1 image (ms)", "ours_bf16_latency", "peer_bf16_latency"),
     ("peak memory, full training (MiB)", "ours_full_train_peak", "peer_full_train_peak"),
-    ("caption/questions jobs' model, CPU bf16 vs float32 (samples/s)", "jobs_captioner_bf16_train",
+    ("caption job's model, CPU bf16 vs float32 (samples/s)", "jobs_captioner_bf16_train",
      "jobs_captioner_fp32_train"),
+    ("questions job's model and packing, CPU bf16 vs float32 (scenes/s)", "jobs_questions_bf16_train",
+     "jobs_questions_fp32_train"),
     ("reading job's model, CPU bf16 vs float32 (samples/s)", "jobs_reader_bf16_train", "jobs_reader_fp32_train"),
-    ("caption/questions jobs' model, float32, depthwise backward: ours vs oneDNN's (samples/s)",
+    ("caption job's model, float32, depthwise backward: ours vs oneDNN's (samples/s)",
      "jobs_captioner_depthwise_fast_train", "jobs_captioner_depthwise_onednn_train"),
     ("reading job's model, float32, depthwise backward: ours vs oneDNN's (samples/s)",
      "jobs_reader_depthwise_fast_train", "jobs_reader_depthwise_onednn_train"),
+    ("questions job's model and packing, float32, depthwise backward: ours vs oneDNN's (scenes/s)",
+     "jobs_questions_depthwise_fast_train", "jobs_questions_depthwise_onednn_train"),
+    ("caption job's model, float32, GPT-2's GELU: one kernel vs gelu_new (samples/s)",
+     "jobs_captioner_gelu_one_kernel_train", "jobs_captioner_gelu_new_train"),
+    ("questions job's model and packing, float32, GELU: one kernel vs gelu_new (scenes/s)",
+     "jobs_questions_gelu_one_kernel_train", "jobs_questions_gelu_new_train"),
+    ("reading job's model, float32, GPT-2's GELU: one kernel vs gelu_new (samples/s)",
+     "jobs_reader_gelu_one_kernel_train", "jobs_reader_gelu_new_train"),
 ]
 UNITS = {"_train": "_samples_per_s", "_captions": "_per_s", "_latency": "_ms", "_peak": "_mib"}
 

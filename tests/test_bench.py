@@ -30,8 +30,9 @@ def test_quick_benchmark_prints_a_table_and_json(tmp_path):
     for order in ("random", "grouped"):
         assert report["results"][f"ours_lengths_{order}_train_samples_per_s"] > 0
         assert 0 <= report["results"][f"ours_lengths_{order}_padding_share"] < 1
-    for job in ("captioner", "reader"):  # the from-scratch jobs' models: CPU bf16 vs float32, depthwise backwards
-        for variant in ("fp32", "bf16", "depthwise_fast", "depthwise_onednn"):
+    # The from-scratch jobs' models: CPU bf16 vs float32, depthwise backwards, GPT-2's GELU in one kernel or eight.
+    for job in ("captioner", "questions", "reader"):
+        for variant in ("fp32", "bf16", "depthwise_fast", "depthwise_onednn", "gelu_one_kernel", "gelu_new"):
             assert report["results"][f"jobs_{job}_{variant}_train_samples_per_s"] > 0
     assert not [key for key in report["results"] if key.endswith("_error")]
     assert "ours/peer" in result.stdout and report["device"] in result.stdout

@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import CAPTIONS, CONVNEXT_PATCHES, distinct_images, tiny_model, train_on_pairs, without_dropout
 from PIL import Image, ImageDraw
+from transformers.activations import ACT2FN
 
 from modeling_vitgpt2 import decoding_vitgpt2
 from modeling_vitgpt2.data.feature_cache import VisionFeatureCache
@@ -98,6 +99,26 @@ def test_bf16_autocast_loss_is_the_fp32_loss_within_bf16_tolerance(frozen_model_
     model, batch = frozen_model_and_batch
     fp32, bf16 = loss_and_gradients(model, batch), loss_and_gradients(model, batch, autocast_dtype=torch.bfloat16)
     torch.testing.assert_close(bf16[0], fp32[0], rtol=2e-2, atol=0)
+
+
+def test_from_scratch_gpt2s_one_kernel_gelu_trains_as_gpt2s_gelu_new(tokenizer, processor):
+    # From-scratch models run GPT-2's tanh GELU in one kernel (training/scratch.py) for speed; it must be GPT-2's
+    # own function ("gelu_new"), not merely a GELU: the exact erf GELU differs by up to 5e-4.
+    model = without_dropout(tiny_model(tokenizer, seed=4, **CONVNEXT_PATCHES)).train()
+    activation = model.config.text_config.activation_function
+    inputs = torch.linspace(-8, 8, 10001)
+    torch.testing.assert_close(ACT2FN[activation](inputs), ACT2FN["gelu_new"](inputs), rtol=0, atol=1e-6)
+    batch = {**processor(images=distinct_images(4)), **processor.tokenize_targets(CAPTIONS[:4])}
+
+    def loss_and_every_gradient():
+        loss = training_step_loss(model, batch)
+        return loss, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    one_kernel = loss_and_every_gradient()
+    for block in model.language_model.transformer.h:
+        assert type(block.mlp.act) is type(ACT2FN[activation])  # the config's activation is the one that runs
+        block.mlp.act = ACT2FN["gelu_new"]
+    torch.testing.assert_close(one_kernel, loss_and_every_gradient(), rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("kind", ["reader", "convnext captioner"])

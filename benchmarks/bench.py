@@ -432,15 +432,20 @@ def measure_alternating_training(name, model, batch, meter, args, variants: dict
     return {f"{name}_{variant_name}_train_samples_per_s": samples / seconds[variant_name] for variant_name in runs}
 
 
+def measure_jobs(args, meter, variants_of) -> dict:
+    """Each from-scratch job's training step under each of `variants_of(model)` (measure_alternating_training)."""
+    results = {}
+    for name, (model, batch) in jobs_models_and_batches(args.quick).items():
+        results.update(measure_alternating_training(f"jobs_{name}", model, batch, meter, args, variants_of(model)))
+    return results
+
+
 def bench_cpu_precision(args, meter) -> dict:
     """The jobs' training steps in float32 and under CPU bf16 autocast, as train.py trains where the CPU has AMX units
     (the depthwise convolutions then stay float32 and GPT-2 attends with the math kernel: modeling_vitgpt2.py)."""
     torch.set_flush_denormal(True)  # as train.py trains in bf16 on a CPU (it stays set: measured last)
     variants = {"fp32": contextlib.nullcontext, "bf16": lambda: torch.autocast("cpu", dtype=torch.bfloat16)}
-    results = {"cpu_has_amx": torch.cpu._is_amx_tile_supported()}
-    for name, (model, batch) in jobs_models_and_batches(args.quick).items():
-        results.update(measure_alternating_training(f"jobs_{name}", model, batch, meter, args, variants))
-    return results
+    return {"cpu_has_amx": torch.cpu._is_amx_tile_supported(), **measure_jobs(args, meter, lambda model: variants)}
 
 
 @contextlib.contextmanager
@@ -459,11 +464,10 @@ def onednn_depthwise(model):
 def bench_depthwise(args, meter) -> dict:
     """The jobs' float32 training steps with the depthwise convolutions' backward pass computed from ordinary
     convolutions (modeling_vitgpt2.py, `_DepthwiseConvolution`: what train.py uses in float32 on a CPU) vs oneDNN's."""
-    results = {}
-    for name, (model, batch) in jobs_models_and_batches(args.quick).items():
-        variants = {"depthwise_fast": contextlib.nullcontext, "depthwise_onednn": partial(onednn_depthwise, model)}
-        results.update(measure_alternating_training(f"jobs_{name}", model, batch, meter, args, variants))
-    return results
+    return measure_jobs(
+        args, meter,
+        lambda model: {"depthwise_fast": contextlib.nullcontext, "depthwise_onednn": partial(onednn_depthwise, model)},
+    )  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -484,11 +488,10 @@ def gelu_in_eight_kernels(model):
 def bench_activation(args, meter) -> dict:
     """The jobs' float32 training steps with GPT-2's GELU in one kernel (what the from-scratch models use) vs GPT-2's
     own "gelu_new": the same function to float rounding."""
-    results = {}
-    for name, (model, batch) in jobs_models_and_batches(args.quick).items():
-        variants = {"gelu_one_kernel": contextlib.nullcontext, "gelu_new": partial(gelu_in_eight_kernels, model)}
-        results.update(measure_alternating_training(f"jobs_{name}", model, batch, meter, args, variants))
-    return results
+    return measure_jobs(
+        args, meter,
+        lambda model: {"gelu_one_kernel": contextlib.nullcontext, "gelu_new": partial(gelu_in_eight_kernels, model)},
+    )  # fmt: skip
 
 
 def cpu_name() -> str:

@@ -68,6 +68,11 @@ def training_step_loss(model, batch, autocast_dtype=None):
     return loss.detach()
 
 
+def loss_and_every_gradient(model, batch, autocast_dtype=None):
+    loss = training_step_loss(model, batch, autocast_dtype)
+    return loss, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
 def loss_and_gradients(model, batch, autocast_dtype=None):
     loss = training_step_loss(model, batch, autocast_dtype)
     return loss, model.projector.linear_1.weight.grad.clone(), model.get_input_embeddings().weight.grad.clone()
@@ -109,16 +114,11 @@ def test_from_scratch_gpt2s_one_kernel_gelu_trains_as_gpt2s_gelu_new(tokenizer, 
     inputs = torch.linspace(-8, 8, 10001)
     torch.testing.assert_close(ACT2FN[activation](inputs), ACT2FN["gelu_new"](inputs), rtol=0, atol=1e-6)
     batch = {**processor(images=distinct_images(4)), **processor.tokenize_targets(CAPTIONS[:4])}
-
-    def loss_and_every_gradient():
-        loss = training_step_loss(model, batch)
-        return loss, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
-
-    one_kernel = loss_and_every_gradient()
+    one_kernel = loss_and_every_gradient(model, batch)
     for block in model.language_model.transformer.h:
         assert type(block.mlp.act) is type(ACT2FN[activation])  # the config's activation is the one that runs
         block.mlp.act = ACT2FN["gelu_new"]
-    torch.testing.assert_close(one_kernel, loss_and_every_gradient(), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(one_kernel, loss_and_every_gradient(model, batch), rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("kind", ["reader", "convnext captioner"])
@@ -138,13 +138,8 @@ def test_cpu_bf16_training_step_is_the_fp32_step_within_bf16_tolerance(tokenizer
         model = tiny_model(tokenizer, seed=3, **CONVNEXT_PATCHES)
         batch = {**processor(images=distinct_images(4)), **processor.tokenize_targets(CAPTIONS[:4])}
     model = without_dropout(model).train()
-
-    def loss_and_every_gradient(autocast_dtype=None):
-        loss = training_step_loss(model, batch, autocast_dtype)
-        return loss, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
-
-    fp32_loss, fp32_grads = loss_and_every_gradient()
-    bf16_loss, bf16_grads = loss_and_every_gradient(torch.bfloat16)  # as train.py trains on an AMX CPU
+    fp32_loss, fp32_grads = loss_and_every_gradient(model, batch)
+    bf16_loss, bf16_grads = loss_and_every_gradient(model, batch, torch.bfloat16)  # as train.py trains on an AMX CPU
     torch.testing.assert_close(bf16_loss, fp32_loss, rtol=2e-2, atol=0)
     assert bf16_grads.keys() == fp32_grads.keys() and any(name.startswith("vision_tower.") for name in fp32_grads)
     for name, expected in fp32_grads.items():

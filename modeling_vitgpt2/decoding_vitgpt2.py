@@ -37,6 +37,10 @@ _CACHE_ARGUMENT = "cache" if "cache" in inspect.signature(GPT2Block.forward).par
 # ... and GPT2LMHeadModel's argument and output field likewise.
 _LM_CACHE = "cache" if "cache" in inspect.signature(GPT2LMHeadModel.forward).parameters else "past_key_values"
 _DEFAULT_SETTINGS = GenerationConfig().to_dict()  # what "changed" is measured against, once rather than per call
+# transformers 5 leaves most settings None and fills in these values inside generate(). A config that spells them out
+# asks for nothing more: Seq2SeqTrainer's evaluation writes them into the model's generation_config after its first
+# batch, which had sent every later evaluation batch to transformers' loop.
+_IMPLIED_SETTINGS = getattr(GenerationConfig, "_get_default_generation_params", dict)()
 
 
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.LongTensor:
@@ -52,6 +56,7 @@ def can_decode_fast(language_model, generation_config: GenerationConfig, model_k
         for key, value in generation_config.to_dict().items()
         if value != _DEFAULT_SETTINGS.get(key)
         and not (value in (None, False) and _DEFAULT_SETTINGS.get(key) in (None, False))
+        and not (key in _IMPLIED_SETTINGS and value == _IMPLIED_SETTINGS[key])
     }
     return (
         type(language_model) is GPT2LMHeadModel

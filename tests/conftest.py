@@ -14,8 +14,17 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, GPT2Config, GPT2LMHeadModel
+from transformers import (
+    CLIPConfig,
+    CLIPImageProcessorPil,
+    CLIPModel,
+    GPT2Config,
+    GPT2LMHeadModel,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+)
 
+from modeling_vitgpt2.data.collator import CaptionCollator
 from modeling_vitgpt2.training.scratch import build_scratch_model, build_scratch_processor, train_caption_tokenizer
 
 CAPTIONS = [
@@ -83,6 +92,17 @@ def saved_dir(tmp_path_factory, model, processor):
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+def evaluation_trainer(model, processor, output_dir) -> Seq2SeqTrainer:
+    """A Seq2SeqTrainer that predicts as train.py evaluates: generating, 4 rows a batch, 8 new tokens at most."""
+    collator = CaptionCollator(processor, 32)
+    collator.training = False
+    args = Seq2SeqTrainingArguments(
+        output_dir=str(output_dir), predict_with_generate=True, remove_unused_columns=False, report_to="none",
+        per_device_eval_batch_size=4, generation_max_length=8,
+    )  # fmt: skip
+    return Seq2SeqTrainer(model=model, args=args, data_collator=collator, processing_class=processor)
 
 
 def train_on_pairs(

@@ -6,10 +6,8 @@ import re
 
 import datasets
 import pytest
-from conftest import CAPTIONS, TINY, distinct_images, results_of, run_train, tiny_model
-from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
+from conftest import CAPTIONS, TINY, distinct_images, evaluation_trainer, results_of, run_train, tiny_model
 
-from modeling_vitgpt2.data.collator import CaptionCollator
 from modeling_vitgpt2.data.shapes import (
     COLOURS,
     INVERSE_RELATION,
@@ -168,14 +166,7 @@ def test_seq2seq_trainer_evaluation_generates_from_image_and_prompt_only(tokeniz
 
     def predictions(targets):
         data = datasets.Dataset.from_dict({"image": images, "prompt": prompts, "captions": [[t] for t in targets]})
-        collator = CaptionCollator(processor, 32)
-        collator.training = False
-        args = Seq2SeqTrainingArguments(
-            output_dir=str(tmp_path), predict_with_generate=True, remove_unused_columns=False, report_to="none",
-            per_device_eval_batch_size=4, generation_max_length=8,
-        )  # fmt: skip
-        trainer = Seq2SeqTrainer(model=model, args=args, data_collator=collator, processing_class=processor)
-        return processor.batch_decode(trainer.predict(data).predictions)
+        return processor.batch_decode(evaluation_trainer(model, processor, tmp_path).predict(data).predictions)
 
     right, wrong = predictions(CAPTIONS[:6]), predictions(CAPTIONS[2:8])
     assert right == wrong

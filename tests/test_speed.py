@@ -7,7 +7,15 @@ from concurrent.futures import ThreadPoolExecutor
 import datasets
 import pytest
 import torch
-from conftest import CAPTIONS, CONVNEXT_PATCHES, distinct_images, tiny_model, train_on_pairs, without_dropout
+from conftest import (
+    CAPTIONS,
+    CONVNEXT_PATCHES,
+    distinct_images,
+    evaluation_trainer,
+    tiny_model,
+    train_on_pairs,
+    without_dropout,
+)
 from PIL import Image, ImageDraw
 from transformers.activations import ACT2FN
 
@@ -45,6 +53,21 @@ def test_fast_greedy_decoding_gives_transformers_tokens(tokenizer, processor, va
         decoding_vitgpt2._decoders.pop(model.language_model, None)
         model.generate(pixel_values=pixels, max_new_tokens=6, **setting)
         assert model.language_model not in decoding_vitgpt2._decoders, f"{setting} must use transformers' loop"
+
+
+def test_seq2seq_trainer_evaluation_decodes_every_batch_fast(tokenizer, processor, tmp_path):
+    # After its first batch, Seq2SeqTrainer writes transformers' implied defaults (num_beams=1, top_k=50, ...) into
+    # the model's generation_config: the fast decoder must still take the later batches, and give the same tokens.
+    model = tiny_model(tokenizer, seed=3)
+    images = distinct_images(6)
+    data = datasets.Dataset.from_dict({"image": images, "captions": [[caption] for caption in CAPTIONS[:6]]})
+    evaluation_trainer(model, processor, tmp_path).predict(data)
+    assert model.generation_config.num_beams == 1 and model.generation_config.top_k == 50  # what it wrote
+    decoding_vitgpt2._decoders.pop(model.language_model, None)
+    pixels = processor(images=images)["pixel_values"]
+    fast = model.generate(pixel_values=pixels, max_new_tokens=8, synced_gpus=False)  # as the trainer calls it
+    assert model.language_model in decoding_vitgpt2._decoders, "evaluation fell back to transformers' loop"
+    assert torch.equal(fast, model.generate(pixel_values=pixels, max_new_tokens=8, cache_implementation="dynamic"))
 
 
 def test_fast_greedy_decoding_is_safe_from_several_threads(model, processor):

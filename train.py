@@ -100,6 +100,14 @@ class ModelArguments:
     )
     vision_feature_layer: int = field(default=-1, metadata={"help": "Hidden layer whose patches 'patch' uses."})
     prefix_length: int = field(default=1, metadata={"help": "Prefix tokens the pooled embedding is split into."})
+    isolate_image_tokens: bool = field(
+        default=False,
+        metadata={
+            "help": "Inside GPT-2 each image token attends to itself only, and a learned token after them reads them "
+            "all (config isolate_image_tokens; on for builtin:shapes-vqa: its answers find the object asked about "
+            "more often, README, Questions). A new model only."
+        },
+    )
     freeze_vision: bool | None = field(
         default=None,
         metadata={
@@ -290,7 +298,7 @@ EMBEDDED_DEFAULTS = dict(
 # What `python train.py --dataset builtin:shapes-vqa` changes in those defaults: the questions job trains each scene's
 # caption and questions together, packed after one reading of the image, at half the caption job's learning rate
 # (over three initialisations: answers 95.5-97.4% against 93.8-96.2% at 1e-3, captions the same; README, Questions).
-QUESTION_DEFAULTS = dict(tasks_per_image=4, num_train_epochs=5, learning_rate=5e-4)
+QUESTION_DEFAULTS = dict(tasks_per_image=4, num_train_epochs=5, learning_rate=5e-4, isolate_image_tokens=True)
 # What `python train.py --dataset builtin:text-lines` changes in those defaults: the reading job.
 READING_DEFAULTS = dict(
     output_dir="runs/text-lines",
@@ -491,6 +499,7 @@ def build_model(model_args, train_dataset):
             vision_feature=model_args.vision_feature or "pooled",
             vision_feature_layer=model_args.vision_feature_layer,
             prefix_length=model_args.prefix_length,
+            isolate_image_tokens=model_args.isolate_image_tokens,
         )
         processor = VitGpt2Processor.from_vision_text_pretrained(model_args.vision_model, model_args.text_model)
         return model, processor, True
@@ -522,6 +531,7 @@ def build_model(model_args, train_dataset):
         vision_feature=model_args.vision_feature or "patch",
         vision_feature_layer=model_args.vision_feature_layer,
         prefix_length=model_args.prefix_length,
+        isolate_image_tokens=model_args.isolate_image_tokens,
         vision_tower=model_args.scratch_vision_tower,
     )
     return model, build_scratch_processor(tokenizer, model_args.scratch_image_size), False

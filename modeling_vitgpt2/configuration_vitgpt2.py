@@ -41,6 +41,11 @@ class VitGpt2Config(PretrainedConfig):
         vision_feature_layer: hidden layer whose patch tokens are used when `vision_feature="patch"`.
         prefix_length: number of prefix tokens the pooled embedding is split into (pooled features only).
         projection_hidden_size: width of the MLP's hidden layer; default twice GPT-2's width (1536 for GPT-2 small).
+        isolate_image_tokens: inside GPT-2 each image prefix token attends to itself only, and one more, learned
+            token after them (which attends to them all) is where the text starts reading: with causal attention
+            among them a token takes in the objects of the cells before it, and lookups by shape ("what colour is the
+            cross?") then also find the cross in a later diamond's token. The built-in questions job turns it on
+            (README, Questions). Not for readers (`"columns"`).
     """
 
     model_type = "vitgpt2"
@@ -57,6 +62,7 @@ class VitGpt2Config(PretrainedConfig):
         column_merge: int = 1,
         ctc_loss_weight: float = 0.0,
         ctc_decoding_weight: float = 0.5,
+        isolate_image_tokens: bool = False,
         **kwargs,
     ):
         self.vision_config = _as_config(vision_config, CLIPVisionConfig, vision=True)
@@ -78,6 +84,9 @@ class VitGpt2Config(PretrainedConfig):
             raise ValueError("vision_feature='columns' reads a ConvNeXt feature map; use a convnext vision_config")
         if (column_merge != 1 or ctc_loss_weight) and vision_feature != "columns":
             raise ValueError("column_merge and ctc_loss_weight apply to vision_feature='columns' only")
+        if isolate_image_tokens and vision_feature == "columns":
+            raise ValueError("isolate_image_tokens is for captioners: a reader's columns read a line together")
+        self.isolate_image_tokens = isolate_image_tokens
         self.column_merge = column_merge
         self.ctc_loss_weight = ctc_loss_weight
         self.ctc_decoding_weight = ctc_decoding_weight

@@ -19,6 +19,8 @@ from transformers import GenerationConfig, GPT2LMHeadModel
 from transformers.models.gpt2.modeling_gpt2 import GPT2Block
 from transformers.pytorch_utils import Conv1D
 
+from .packing_vitgpt2 import causal_attention
+
 # Generation settings that leave greedy tokens alone. Anything else set (beams, sampling, repetition penalties, scores,
 # stop strings, ...) or any extra generate() argument sends the call to transformers' own loop.
 _GREEDY_SAFE_SETTINGS = {
@@ -72,10 +74,15 @@ def can_decode_fast(language_model, generation_config: GenerationConfig, model_k
 
 
 def greedy_decode(
-    language_model: GPT2LMHeadModel, context: torch.Tensor, mask: torch.Tensor, generation_config: GenerationConfig
+    language_model: GPT2LMHeadModel,
+    context: torch.Tensor,
+    mask: torch.Tensor,
+    generation_config: GenerationConfig,
+    isolated_tokens: int = 0,
 ):
     """New token ids (batch, new tokens) after the `context` embeddings (image prefix and prompt) whose padding
-    `mask` marks with 0, as greedy `generate()` returns them."""
+    `mask` marks with 0, as greedy `generate()` returns them; the first `isolated_tokens` real tokens of the context
+    attend to themselves only (isolated image tokens)."""
     eos = generation_config.eos_token_id
     eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
     pad = generation_config.pad_token_id
@@ -86,6 +93,7 @@ def greedy_decode(
     key = (
         tuple(context.shape), context.dtype, context.device, compute_dtype, autocast, tuple(eos), pad,
         not bool(mask.all()),  # padded prompts need a mask at every step; the rest keep the causal kernel
+        isolated_tokens,
         torch.is_inference_mode_enabled(),  # buffers made in inference mode cannot be written outside it
         generation_config.max_new_tokens, generation_config.min_new_tokens or 0,
         # The graphs read weights at fixed addresses: moving or re-casting the model must make new ones.
@@ -96,7 +104,7 @@ def greedy_decode(
         if key not in decoders:
             decoders[key] = GreedyDecoder(
                 language_model, context, not bool(mask.all()), compute_dtype, autocast,
-                generation_config.max_new_tokens, generation_config.min_new_tokens or 0, eos, pad,
+                generation_config.max_new_tokens, generation_config.min_new_tokens or 0, eos, pad, isolated_tokens,
             )  # fmt: skip
             while len(decoders) > _DECODERS_PER_MODEL:
                 decoders.popitem(last=False)
@@ -125,8 +133,9 @@ class GreedyDecoder:
     """Greedy decoding for one batch shape and token budget; buffers are allocated once and reused by every call."""
 
     def __init__(
-        self, language_model, context, padded, compute_dtype, autocast, max_new_tokens, min_new_tokens, eos, pad
-    ):
+        self, language_model, context, padded, compute_dtype, autocast, max_new_tokens, min_new_tokens, eos, pad,
+        isolated_tokens=0,
+    ):  # fmt: skip
         batch, self.context_length, _ = context.shape
         device = context.device
         self.language_model = language_model
@@ -138,11 +147,10 @@ class GreedyDecoder:
         self.context = torch.zeros_like(context)
         # With padding: which keys are real (context, then every new token) and each row's next position.
         self.padded = padded
+        self.isolated_tokens = isolated_tokens
         self.real_keys = torch.ones(batch, self.context_length + max_new_tokens, dtype=torch.bool, device=device)
         self.context_positions = torch.zeros(batch, self.context_length, dtype=torch.long, device=device)
         self.context_lengths = torch.zeros(batch, 1, dtype=torch.long, device=device)
-        causal = torch.ones(self.context_length, self.context_length, dtype=torch.bool, device=device).tril()
-        self.causal, self.diagonal = causal, torch.eye(self.context_length, dtype=torch.bool, device=device)
         self.tokens = torch.full((batch, max_new_tokens), pad, dtype=torch.long, device=device)
         self.finished = torch.zeros(batch, dtype=torch.bool, device=device)
         self.eos = torch.tensor(eos, dtype=torch.long, device=device)
@@ -210,13 +218,12 @@ class GreedyDecoder:
         else:
             hidden, start = transformer.wte(self.tokens[:, index - 1 : index]), self.context_length + index - 1
         attention_mask = None  # unpadded: the causal kernel, exactly as transformers runs it
+        if index == 0 and (self.padded or self.isolated_tokens):
+            attention_mask = causal_attention(self.real_keys[:, : self.context_length], None, self.isolated_tokens)
         if not self.padded:
             hidden = hidden + transformer.wpe.weight[start : start + hidden.shape[1]]
         elif index == 0:
             hidden = hidden + transformer.wpe(self.context_positions)
-            # A padding row attends to itself only, so that no row is all masked (which would give NaNs).
-            keys = self.real_keys[:, None, None, : self.context_length]
-            attention_mask = (self.causal & keys) | self.diagonal
         else:
             hidden = hidden + transformer.wpe(self.context_lengths + index - 1)
             attention_mask = self.real_keys[:, None, None, : start + 1]

@@ -24,12 +24,13 @@ from transformers import (
     SiglipVisionModel,
     ViTModel,
 )
+from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling, CausalLMOutputWithCrossAttentions
 from transformers.models.convnext.modeling_convnext import ConvNextLayer
 
 from .configuration_vitgpt2 import VitGpt2Config
 from .decoding_vitgpt2 import CTCPrefixScorer, can_decode_fast, ctc_guided_decode, greedy_decode, positions_from_mask
-from .packing_vitgpt2 import pack_tasks
+from .packing_vitgpt2 import additive, causal_attention, pack_tasks
 from .pipeline_vitgpt2 import TASK, VitGpt2CaptioningPipeline
 
 # Keys Seq2SeqTrainer (and users copying a training batch) pass to generate() that describe the target: never read.
@@ -215,10 +216,19 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
             nn.Linear(config.vision_feature_size, config.text_config.vocab_size) if config.ctc_loss_weight else None
         )
         self.language_model = GPT2LMHeadModel(config.text_config)
+        # With isolated image tokens: the token after them, which reads them all (configuration_vitgpt2.py).
+        self.image_summary_token = (
+            nn.Parameter(torch.empty(1, 1, config.text_config.n_embd)) if config.isolate_image_tokens else None
+        )
         self.language_model.loss_type = "ForCausalLM"  # its class name does not tell transformers 5 which loss
         self.post_init()
         if self.generation_config.max_new_tokens is None:
             self.generation_config.max_new_tokens = DEFAULT_MAX_NEW_TOKENS
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if module is self and self.image_summary_token is not None:
+            init.normal_(self.image_summary_token, std=self.config.text_config.initializer_range)
 
     @classmethod
     def from_vision_text_pretrained(cls, vision_model_name_or_path, text_model_name_or_path, **config_kwargs):
@@ -327,7 +337,46 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
         prefix = self.projector(vision_features)
         batch_size = prefix.shape[0]
         prefix = prefix.view(batch_size, -1, self.config.text_config.n_embd)
+        if self.image_summary_token is not None:
+            summary = self.image_summary_token.to(prefix.dtype).expand(batch_size, 1, -1)
+            prefix = torch.cat([prefix, summary], dim=1)
         return prefix.to(self.language_model.dtype)
+
+    def isolated_tokens(self, prefix: torch.Tensor) -> int:
+        """How many of the prefix's tokens attend to themselves only inside GPT-2: the image's, when the config
+        isolates them (all but the summary token); else 0."""
+        return prefix.shape[1] - 1 if self.image_summary_token is not None else 0
+
+    @contextlib.contextmanager
+    def _isolating_image_tokens(self, isolated_tokens: int):
+        """While transformers' generation loop runs (beams, sampling, ...): it gives GPT-2 a 2-D padding mask, which a
+        pre-hook turns into the 4-D mask that isolates the image's tokens in every call reading more than one new
+        token (the prefill). A call that reads one token needs none: that token attends to all before it."""
+        if not isolated_tokens:
+            yield
+            return
+
+        def isolate(module, args, kwargs):
+            new = kwargs.get("inputs_embeds")
+            if new is None:
+                new = args[0] if args else kwargs.get("input_ids")
+            mask = kwargs.get("attention_mask")
+            if new is None or new.shape[1] < 2 or (mask is not None and mask.ndim != 2):
+                return None
+            if mask is None:  # transformers drops a mask of ones
+                cache = kwargs.get("cache", kwargs.get("past_key_values"))
+                seen = cache.get_seq_length() if cache is not None else 0
+                mask = torch.ones(new.shape[0], seen + new.shape[1], dtype=torch.long, device=new.device)
+            kwargs["attention_mask"] = additive(
+                causal_attention(mask, new.shape[1], isolated_tokens), self.language_model.dtype
+            )
+            return args, kwargs
+
+        handle = self.language_model.transformer.register_forward_pre_hook(isolate, with_kwargs=True)
+        try:
+            yield
+        finally:
+            handle.remove()
 
     def get_image_features(
         self, pixel_values: torch.Tensor, output_hidden_states=None, output_attentions=None, return_dict=None, **kwargs
@@ -465,7 +514,10 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
             embeds, mask, labels = self._prompt_and_target(
                 prefix, prefix_mask, input_ids, attention_mask, inputs_embeds, labels, target_input_ids
             )
+            isolated_tokens = self.isolated_tokens(prefix)
             attention = mask
+            if isolated_tokens:
+                attention = additive(causal_attention(mask, isolated_tokens=isolated_tokens), embeds.dtype)
         if position_ids is None:
             position_ids = positions_from_mask(mask)
         kernels = _training_attention_kernels(mask)
@@ -507,8 +559,9 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
         if target_input_ids is None:
             target_input_ids = labels.masked_fill(labels == -100, self.config.pad_token_id)
         embeds, attention, position_ids, labels, mask = pack_tasks(
-            prefix, prefix_mask, self.get_input_embeddings(), input_ids, attention_mask, labels, target_input_ids
-        )
+            prefix, prefix_mask, self.get_input_embeddings(), input_ids, attention_mask, labels, target_input_ids,
+            self.isolated_tokens(prefix),
+        )  # fmt: skip
         positions = self.config.text_config.n_positions
         if position_ids.max() >= positions:
             raise ValueError(f"a task (prompt and target) too long: with the image it needs more than GPT-2's "
@@ -614,7 +667,8 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
         if not model_kwargs.get("synced_gpus"):
             model_kwargs.pop("synced_gpus", None)
             if can_decode_fast(self.language_model, generation_config, model_kwargs, embeds.shape[1]):
-                return greedy_decode(self.language_model, embeds, mask, generation_config)
-        return self.language_model.generate(
-            inputs_embeds=embeds, attention_mask=mask, generation_config=generation_config, **model_kwargs
-        )
+                return greedy_decode(self.language_model, embeds, mask, generation_config, self.isolated_tokens(prefix))
+        with self._isolating_image_tokens(self.isolated_tokens(prefix)):
+            return self.language_model.generate(
+                inputs_embeds=embeds, attention_mask=mask, generation_config=generation_config, **model_kwargs
+            )

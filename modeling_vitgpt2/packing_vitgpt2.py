@@ -1,9 +1,13 @@
-"""Several tasks on one image in one sequence: [image prefix, task 1, task 2, ...], each task attending to the image
-and to itself only (a block attention mask) at the positions it would have alone.
+"""The attention masks GPT-2 reads the image prefix with.
 
-Training an image's caption and its questions as separate rows reads the image (vision tower and prefix tokens)
-once per row; packed, once per image. Row by row the logits are those of the separate rows (tests/test_prompting.py
-checks it), so the loss is the same, for less compute.
+Packing: several tasks on one image in one sequence, [image prefix, task 1, task 2, ...], each task attending to the
+image and to itself only (a block attention mask) at the positions it would have alone. Training an image's caption
+and its questions as separate rows reads the image (vision tower and prefix tokens) once per row; packed, once per
+image. Row by row the logits are those of the separate rows (tests/test_prompting.py checks it), so the loss is the
+same, for less compute.
+
+Isolated image tokens (`VitGpt2Config.isolate_image_tokens`): inside GPT-2 each of the image's tokens attends to
+itself only, so that one cell's token never takes in another's object; the text after them reads them all.
 """
 
 import torch
@@ -11,7 +15,28 @@ import torch
 IMAGE = 0  # the segment id of the prefix: every task attends to it
 
 
-def pack_tasks(prefix, prefix_mask, embed, prompt_ids, prompt_mask, labels, target_input_ids):
+def causal_attention(mask: torch.Tensor, queries: int | None = None, isolated_tokens: int = 0) -> torch.Tensor:
+    """(batch, 1, queries, keys) bool, True where the last `queries` (default: all) of the tokens attend: causal over
+    the real tokens of `mask` (batch, keys), except that the first `isolated_tokens` real ones (isolated image tokens)
+    attend to themselves only. A padding token attends to itself, so that no row is empty (which would give NaNs)."""
+    real = mask.bool()
+    keys = real.shape[1]
+    queries = keys if queries is None else queries
+    key_index = torch.arange(keys, device=real.device)
+    query_index = key_index[keys - queries :, None]
+    allowed = (key_index <= query_index) & real[:, None, :]
+    isolated = real & (real.long().cumsum(-1) <= isolated_tokens)
+    allowed &= ~(isolated[:, keys - queries :, None] & isolated[:, None, :])
+    allowed |= key_index == query_index
+    return allowed[:, None]
+
+
+def additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A bool attention mask as the additive one GPT-2 takes in any attention implementation."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def pack_tasks(prefix, prefix_mask, embed, prompt_ids, prompt_mask, labels, target_input_ids, isolated_tokens=0):
     """GPT-2's inputs for `tasks` tasks per image.
 
     Args:
@@ -20,6 +45,7 @@ def pack_tasks(prefix, prefix_mask, embed, prompt_ids, prompt_mask, labels, targ
         prompt_ids, prompt_mask: (images, tasks, prompt tokens), left-padded; None when no task has a prompt.
         labels: (images, tasks, target tokens), -100 after each target's end (a task slot with no target is unused).
         target_input_ids: what is read in the targets' place, same shape as labels.
+        isolated_tokens: the prefix's first this many tokens attend to themselves only (isolated image tokens).
 
     Returns inputs_embeds (images, length, width), a 4-D additive attention mask (images, 1, length, length),
     position_ids, labels and which tokens are real (images, length): real tokens first, padding at the end.
@@ -60,7 +86,7 @@ def pack_tasks(prefix, prefix_mask, embed, prompt_ids, prompt_mask, labels, targ
     query, key = segments[:, :, None], segments[:, None, :]
     causal = torch.ones(order.shape[1], order.shape[1], dtype=torch.bool, device=device).tril()
     allowed = causal & mask[:, None, :] & ((key == IMAGE) | (key == query))
+    isolated = (segments == IMAGE) & mask & (positions < isolated_tokens)
+    allowed &= ~(isolated[:, :, None] & isolated[:, None, :])
     allowed |= torch.eye(order.shape[1], dtype=torch.bool, device=device)  # padding attends to itself: no empty rows
-    attention = torch.zeros(allowed.shape, dtype=embeds.dtype, device=device)
-    attention = attention.masked_fill(~allowed, torch.finfo(embeds.dtype).min)[:, None]
-    return embeds, attention, positions, targets, mask
+    return embeds, additive(allowed[:, None], embeds.dtype), positions, targets, mask

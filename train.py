@@ -708,7 +708,10 @@ def main():
             logger.warning(f"resuming from {checkpoint} (pass --overwrite_output_dir to start afresh)")
     elif checkpoint and not os.path.isfile(os.path.join(checkpoint, "trainer_state.json")):
         sys.exit(f"error: --resume_from_checkpoint {checkpoint}: not a complete checkpoint (no trainer_state.json)")
-    if training_args.do_train or not training_args.do_eval:
+    # `--do_eval` alone evaluates a model without training it. TrainingArguments also sets do_eval for evaluation
+    # during training (--eval_strategy steps/epoch), which trains: that is not an evaluation-only run.
+    evaluate_only = training_args.do_eval and not training_args.do_train and training_args.eval_strategy == "no"
+    if not evaluate_only:
         try:
             result = trainer.train(resume_from_checkpoint=checkpoint)
         except TrainingDiverged as error:

@@ -190,6 +190,7 @@ def test_train_py_on_builtin_questions(tmp_path):
         assert {f"{split}_answer_accuracy_{kind}" for kind in QUESTION_TYPES} <= set(metrics)
     assert "answers_count" in result.stdout  # the printed table
     assert "Question: " in result.stdout  # sample answers printed beside their questions
+    assert json.loads((out / "config.json").read_text())["isolate_image_tokens"]  # the questions job's default
 
 
 def test_train_py_prompt_column_and_fixed_prompt(tmp_path):

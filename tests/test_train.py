@@ -21,6 +21,15 @@ def colours(caption: str) -> frozenset:
     return frozenset(word for word in caption.split() if word in COLOURS)
 
 
+def test_do_eval_alone_scores_a_saved_model_without_training_it(short_run, tmp_path):
+    out, _ = short_run
+    evaluated = tmp_path / "evaluated"
+    run_train(*TINY, "--builtin_train_size", "3000", "--do_eval", "--model_name_or_path", out, output_dir=evaluated)
+    metrics = results_of(evaluated)
+    assert "train_loss" not in metrics and not (evaluated / "model.safetensors").exists()
+    assert metrics["test_exact_match"] == results_of(out)["test_exact_match"]  # the same model, scored the same
+
+
 def test_short_run_beats_the_majority_baseline_and_its_checkpoint_loads(short_run):
     import datasets
     from transformers import AutoModel, pipeline

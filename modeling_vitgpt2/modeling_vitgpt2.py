@@ -24,7 +24,6 @@ from transformers import (
     SiglipVisionModel,
     ViTModel,
 )
-from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling, CausalLMOutputWithCrossAttentions
 from transformers.models.convnext.modeling_convnext import ConvNextLayer
 
@@ -228,7 +227,8 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
     def _init_weights(self, module):
         super()._init_weights(module)
         if module is self and self.image_summary_token is not None:
-            init.normal_(self.image_summary_token, std=self.config.text_config.initializer_range)
+            # torch's init, not transformers.initialization: the shipped code also loads on transformers 4.57
+            nn.init.normal_(self.image_summary_token, std=self.config.text_config.initializer_range)
 
     @classmethod
     def from_vision_text_pretrained(cls, vision_model_name_or_path, text_model_name_or_path, **config_kwargs):
@@ -321,7 +321,8 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
         return output.pooler_output
 
     def get_image_prefix(self, pixel_values=None, vision_features=None) -> torch.Tensor:
-        """Prefix embeddings (batch, prefix tokens, GPT-2 width) from pixels or from precomputed vision features."""
+        """Prefix embeddings (batch, prefix tokens, GPT-2 width) from pixels or from precomputed vision features; with
+        isolated image tokens, the summary token comes last."""
         if vision_features is None:
             if pixel_values is None:
                 raise ValueError("pass pixel_values (images) or vision_features (cached vision tower output)")
@@ -390,11 +391,13 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
         if output_attentions is None:
             output_attentions = getattr(vision_config, "output_attentions", False)
         pixel_values = pixel_values.to(device=self.device, dtype=self.vision_tower.dtype)
+        # Asked for only when wanted: transformers 4's ConvNeXt (no attention) refuses the argument.
+        attentions = {"output_attentions": True} if output_attentions else {}
         output = self.vision_tower(
             pixel_values,
             output_hidden_states=output_hidden_states or self.config.vision_feature == "patch",
-            output_attentions=output_attentions,
             return_dict=True,
+            **attentions,
         )
         prefix = self.get_image_prefix(vision_features=self._select_features(output))
         features = BaseModelOutputWithPooling(

@@ -233,13 +233,13 @@ ISOLATED_USER_PRELUDE = textwrap.dedent(
 )
 
 
-def run_isolated(args, cwd):
+def run_isolated(args, cwd, python=sys.executable):
     """python -I: no PYTHONPATH, no current directory on sys.path, no user site — a process that cannot import
     this repo (the tests' scripts also block the package by name, in case it is pip-installed)."""
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     env["HF_HUB_OFFLINE"] = "1"
     return subprocess.run(
-        [sys.executable, "-I", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+        [python, "-I", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
     )
 
 

@@ -29,12 +29,16 @@ CONSUMER = textwrap.dedent(
     processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
     images = [Image.open(path) for path in paths]
     ids = model.generate(**processor(images=images, return_tensors="pt"), max_new_tokens=32)
+    prompts = ["a red", "two small blue squares", "a"][: len(images)]
+    prompted = model.generate(**processor(images=images, text=prompts, return_tensors="pt"), max_new_tokens=8)
     captioner = pipeline("image-to-text", model=folder, trust_remote_code=True)
     handler = EndpointHandler(folder)
     encoded = [base64.b64encode(open(path, "rb").read()).decode() for path in paths]
     print(json.dumps({
         "version": transformers.__version__,
         "generate": processor.batch_decode(ids, skip_special_tokens=True),
+        "prompt_ids": processor(text=prompts)["input_ids"].tolist(),
+        "prompted": prompted.tolist(),
         "pipeline": [out[0]["generated_text"] for out in captioner(paths, max_new_tokens=32)],
         "handler": [o["generated_text"] for o in handler({"inputs": encoded, "parameters": {"max_new_tokens": 32}})],
     }))
@@ -124,6 +128,8 @@ def test_exported_folder_loads_the_same_on_transformers_5_and_4(exported, image_
     legacy = consume(python4, exported, image_paths, tmp_path)
     assert legacy["version"].startswith("4.")
     assert legacy["generate"] == legacy["pipeline"] == legacy["handler"] == latest["generate"]
+    # A prompt is the same tokens, and continues the same, on both (transformers 4 had dropped the prefix space).
+    assert legacy["prompt_ids"] == latest["prompt_ids"] and legacy["prompted"] == latest["prompted"]
 
 
 def test_handler_answers_bad_requests_and_keeps_serving(exported, image_paths):

@@ -270,13 +270,19 @@ class VitGpt2Processor(ProcessorMixin):
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Also readable by transformers 4.x: the image processor in `preprocessor_config.json`, and the tokenizer
         as `PreTrainedTokenizerFast` (5.x writes `TokenizersBackend` or `GPT2Tokenizer`, which 4.x either lacks or
-        reads as the slow tokenizer without vocab.json/merges.txt); tokenizer.json holds the whole tokenizer."""
+        reads as the slow tokenizer without vocab.json/merges.txt); tokenizer.json holds the whole tokenizer. Its
+        pre-tokenizer's `add_prefix_space` is repeated in tokenizer_config.json: 4.x resets it to False otherwise,
+        and a prompt ("a red") would then tokenize otherwise than in training ("Ġa red")."""
         files = super().save_pretrained(save_directory, *args, **kwargs)
         self.image_processor.save_pretrained(save_directory)
         tokenizer_config = os.path.join(save_directory, "tokenizer_config.json")
         with open(tokenizer_config, encoding="utf-8") as file:
             config = json.load(file)
         config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)  # a slow tokenizer (4.x) has none
+        pre_tokenizer = backend.pre_tokenizer if backend is not None else None
+        if pre_tokenizer is not None and "add_prefix_space" in (state := json.loads(pre_tokenizer.__getstate__())):
+            config["add_prefix_space"] = state["add_prefix_space"]
         with open(tokenizer_config, "w", encoding="utf-8") as file:
             json.dump(config, file, indent=2, ensure_ascii=False)
         return files

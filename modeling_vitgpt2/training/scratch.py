@@ -33,11 +33,7 @@ def train_caption_tokenizer(captions: Iterable[str], vocab_size: int = 512) -> P
         show_progress=False,
     )
     bpe.train_from_iterator(captions, trainer)
-    # add_prefix_space is also said in tokenizer_config.json: transformers 4 otherwise resets the pre-tokenizer's to
-    # False on loading, and a prompt ("a red") would tokenize otherwise than it did in training ("Ġa").
-    return PreTrainedTokenizerFast(
-        tokenizer_object=bpe, bos_token=EOS, eos_token=EOS, unk_token=EOS, pad_token=EOS, add_prefix_space=True
-    )
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=EOS, eos_token=EOS, unk_token=EOS, pad_token=EOS)
 
 
 def scratch_gpt2_config(tokenizer, width: int, layers: int, heads: int, positions: int) -> GPT2Config:

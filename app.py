@@ -15,9 +15,10 @@ from transformers import pipeline
 DEFAULT_MODEL = os.environ.get("VITGPT2_MODEL", "runs/default")
 
 
-def example_images(model: str) -> list[str]:
-    """The test scenes a trained or exported model carries in examples/ (train.py and export write them), to click
-    on the page; none if the model has none or the Hub cannot be reached."""
+def examples_of(model: str) -> list[tuple[str, str]]:
+    """The test scenes a trained or exported model carries in examples/ (train.py and export write them), as (image
+    path, prompt) to click on the page: "" to caption, a question where the model was trained on questions; none if
+    the model has none or the Hub cannot be reached."""
     folder = Path(model)
     if not folder.is_dir():
         try:
@@ -29,7 +30,12 @@ def example_images(model: str) -> list[str]:
     listed = folder / "examples" / "examples.json"
     if not listed.is_file():
         return []
-    return [str(folder / example["file"]) for example in json.loads(listed.read_text())]
+    return [(str(folder / example["file"]), example.get("prompt", "")) for example in json.loads(listed.read_text())]
+
+
+def shown_question(prompt: str) -> str:
+    """The question of a `Question: ... Answer:` prompt (the form vitgpt2's questions are trained in), for a label."""
+    return prompt.removeprefix("Question:").removesuffix("Answer:").strip()
 
 
 def build_demo(model: str) -> gr.Blocks:
@@ -55,20 +61,23 @@ def build_demo(model: str) -> gr.Blocks:
                     elem_id="prompt",
                 )  # fmt: skip
                 num_beams = gr.Slider(1, 8, value=1, step=1, label="Beam size (1 = greedy)")
-                max_new_tokens = gr.Slider(4, 64, value=32, step=1, label="Maximum caption length (tokens)")
+                max_new_tokens = gr.Slider(4, 64, value=32, step=1, label="Maximum length (tokens)")
                 button = gr.Button("Caption", variant="primary", elem_id="caption-button")
             with gr.Column():
                 preview = gr.Image(label="Your image", type="filepath", interactive=False)
-                result = gr.Textbox(label="Caption", elem_id="caption", interactive=False)
+                result = gr.Textbox(label="Caption or answer", elem_id="caption", interactive=False)
         button.click(caption, [upload, prompt, num_beams, max_new_tokens], [preview, result])
-        examples = example_images(model)
+        examples = examples_of(model)
         if examples:
             gr.Examples(
-                examples=[[path, ""] for path in examples],
+                examples=[list(example) for example in examples],
                 inputs=[upload, prompt],
-                label="Or click a test scene",
+                label="Or click a test scene (with a question, where it has one)",
                 elem_id="examples",
-                example_labels=[f"scene {number + 1}" for number in range(len(examples))],
+                example_labels=[
+                    f"scene {number + 1}" + (f": {shown_question(prompt)}" if prompt else "")
+                    for number, (_, prompt) in enumerate(examples)
+                ],
                 cache_examples=False,
             )
     return demo

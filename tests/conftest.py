@@ -257,3 +257,15 @@ def short_run(tmp_path_factory):
         *TINY, "--builtin_train_size", "3000", "--max_steps", "250", "--scratch_width", "192", output_dir=out
     )
     return out, result
+
+
+@pytest.fixture(scope="session")
+def vqa_run(tmp_path_factory):
+    """train.py on the built-in questions for 30 steps, evaluated mid-training too (which reads whole, unpacked
+    tasks): (output folder, completed process)."""
+    out = tmp_path_factory.mktemp("vqa_run")
+    result = run_train(
+        *TINY, "--dataset", "builtin:shapes-vqa", "--builtin_train_size", "300", "--max_steps", "30",
+        "--eval_strategy", "steps", "--eval_steps", "20", output_dir=out,
+    )  # fmt: skip
+    return out, result

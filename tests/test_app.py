@@ -33,8 +33,8 @@ def need_module(name: str):
     return importlib.import_module(name)
 
 
-@pytest.fixture(scope="module")
-def app_url(short_run):
+def serve(model_folder):
+    """app.py on a free port, serving `model_folder`: its URL, until the test module ends."""
     require(os.path.exists(CHROMIUM), "Debian's chromium is not installed")
     need_module("gradio")
     with socket.socket() as sock:
@@ -42,7 +42,7 @@ def app_url(short_run):
         port = sock.getsockname()[1]
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
     server = subprocess.Popen(
-        [sys.executable, str(REPO / "app.py"), "--model", str(short_run[0]), "--port", str(port)],
+        [sys.executable, str(REPO / "app.py"), "--model", str(model_folder), "--port", str(port)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/"
@@ -61,8 +61,19 @@ def app_url(short_run):
     server.wait(timeout=30)
 
 
-def caption_in_browser(url: str, path: str | None = None, example: str | None = None) -> str:
-    """Uploads `path`, or clicks the example labelled `example`, then presses Caption and reads the caption."""
+@pytest.fixture(scope="module")
+def app_url(short_run):
+    yield from serve(short_run[0])
+
+
+@pytest.fixture(scope="module")
+def questions_app_url(vqa_run):
+    yield from serve(vqa_run[0])
+
+
+def caption_in_browser(url: str, path: str | None = None, example: int | None = None) -> tuple[str, str]:
+    """Uploads `path`, or clicks the `example`-th example, then presses Caption: (the caption or answer on the page,
+    the prompt that was in the prompt box)."""
     with need_module("playwright.sync_api").sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         page = browser.new_page()
@@ -70,14 +81,15 @@ def caption_in_browser(url: str, path: str | None = None, example: str | None = 
         if example is None:
             page.locator("#upload input[type=file]").set_input_files(path)
         else:
-            page.locator("#examples").get_by_text(example, exact=True).click()
-        page.wait_for_timeout(500)
+            page.locator("#examples button").nth(example).click()
+        # The server hands the file to the page: until then the box still offers to take one.
+        page.locator("#upload").get_by_text("Drop File Here").wait_for(state="hidden", timeout=60000)
         page.locator("#caption-button").click()
         box = page.locator("#caption textarea")
         page.wait_for_function("element => element.value.length > 0", arg=box.element_handle(), timeout=60000)
-        text = box.input_value()
+        text, prompt = box.input_value(), page.locator("#prompt textarea").input_value()
         browser.close()
-        return text
+        return text, prompt
 
 
 def test_upload_an_image_and_read_its_caption(app_url, short_run, tmp_path):
@@ -86,13 +98,13 @@ def test_upload_an_image_and_read_its_caption(app_url, short_run, tmp_path):
     path = str(tmp_path / "scene.png")
     distinct_images(1, size=64)[0].save(path)
     expected = pipeline("image-to-text", model=str(short_run[0]), trust_remote_code=True)(path)[0]["generated_text"]
-    assert caption_in_browser(app_url, path) == expected
+    assert caption_in_browser(app_url, path) == (expected, "")
 
 
 def test_a_non_image_upload_gets_a_readable_message(app_url, tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("this is not a picture")
-    message = caption_in_browser(app_url, str(path))
+    message, _ = caption_in_browser(app_url, str(path))
     assert message.startswith("Could not read notes.txt as an image")
 
 
@@ -105,4 +117,20 @@ def test_click_an_example_scene_and_caption_it(app_url, short_run):
     examples = json.loads((short_run[0] / "examples" / "examples.json").read_text())
     first = str(short_run[0] / examples[0]["file"])
     expected = pipeline("image-to-text", model=str(short_run[0]), trust_remote_code=True)(first)[0]["generated_text"]
-    assert caption_in_browser(app_url, example="scene 1") == expected == examples[0]["caption"]
+    assert caption_in_browser(app_url, example=0) == (expected, "")
+    assert expected == examples[0]["caption"]
+
+
+def test_click_a_question_about_a_scene_and_read_the_answer(questions_app_url, vqa_run):
+    """A questions model's page offers its test scenes with questions too; one click fills the image and the prompt,
+    and the page answers as the pipeline does."""
+    import json
+
+    from transformers import pipeline
+
+    examples = json.loads((vqa_run[0] / "examples" / "examples.json").read_text())
+    number, asked = next((n, example) for n, example in enumerate(examples) if example["prompt"])
+    path = str(vqa_run[0] / asked["file"])
+    answerer = pipeline("image-to-text", model=str(vqa_run[0]), trust_remote_code=True)
+    expected = answerer(path, prompt=asked["prompt"])[0]["generated_text"]
+    assert caption_in_browser(questions_app_url, example=number) == (expected, asked["prompt"])

@@ -6,7 +6,8 @@ import re
 
 import datasets
 import pytest
-from conftest import CAPTIONS, TINY, distinct_images, evaluation_trainer, results_of, run_train, tiny_model
+import yaml
+from conftest import CAPTIONS, distinct_images, evaluation_trainer, results_of, run_train, tiny_model
 
 from modeling_vitgpt2.data.shapes import (
     COLOURS,
@@ -176,13 +177,8 @@ def test_seq2seq_trainer_evaluation_generates_from_image_and_prompt_only(tokeniz
     assert right == direct
 
 
-def test_train_py_on_builtin_questions(tmp_path):
-    out = tmp_path / "vqa"
-    result = run_train(
-        *TINY, "--dataset", "builtin:shapes-vqa", "--builtin_train_size", "300", "--max_steps", "30",
-        "--eval_strategy", "steps", "--eval_steps", "20",  # evaluation mid-training reads whole, unpacked tasks
-        output_dir=out,
-    )  # fmt: skip
+def test_train_py_on_builtin_questions(vqa_run):
+    out, result = vqa_run
     metrics = results_of(out)
     for split in ("test", "test_unseen", "eval"):
         assert f"{split}_exact_match" in metrics  # caption metrics over the caption rows
@@ -191,6 +187,30 @@ def test_train_py_on_builtin_questions(tmp_path):
     assert "answers_count" in result.stdout  # the printed table
     assert "Question: " in result.stdout  # sample answers printed beside their questions
     assert json.loads((out / "config.json").read_text())["isolate_image_tokens"]  # the questions job's default
+
+
+def test_a_questions_run_shows_its_answers_on_the_model_card(vqa_run, tmp_path):
+    """The run keeps test scenes with questions beside its captions, each with the answer the model gives to exactly
+    that image and prompt; the exported card shows them, and the Hub widget (image alone) only the captions."""
+    from transformers import pipeline
+
+    from modeling_vitgpt2.hub.export import export
+
+    out = vqa_run[0]
+    examples = json.loads((out / "examples" / "examples.json").read_text())
+    asked = [example for example in examples if example["prompt"]]
+    assert len(asked) == 4 and len(examples) == 8 and len({example["prompt"] for example in asked}) > 1
+    answerer = pipeline("image-to-text", model=str(out), trust_remote_code=True)
+    for example in examples:
+        generated = answerer(str(out / example["file"]), prompt=example["prompt"])[0]["generated_text"]
+        assert generated == example["caption"], example
+
+    card = (export(out, tmp_path / "hub") / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---\n")[1])
+    captions = [example["caption"] for example in examples if not example["prompt"]]
+    assert [widget["output"]["text"] for widget in meta["widget"]] == captions
+    for example in asked:
+        assert f"| ![]({example['file']}) | {example['prompt']} | {example['caption']} |" in card
 
 
 def test_train_py_prompt_column_and_fixed_prompt(tmp_path):

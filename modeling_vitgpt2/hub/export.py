@@ -109,11 +109,21 @@ def _evaluation(metrics: dict, dataset_name: str) -> tuple[list, str]:
 
 
 def _examples_table(examples: list, intro: str, output_label: str) -> str:
-    """The card's table of example images, what the model wrote for each, and the reference ("" without examples)."""
+    """The card's table of example images, the question asked (a column only when one was), what the model wrote for
+    each, and the reference ("" without examples)."""
     if not examples:
         return ""
-    rows = (f"| ![]({example['file']}) | {example['caption']} | {example['reference']} |" for example in examples)
-    return f"{intro}:\n\n| image | {output_label} | reference |\n|---|---|---|\n" + "\n".join(rows)
+    asked = any(example.get("prompt") for example in examples)
+    columns = ["image", *["prompt"] * asked, f"{output_label} or answer" if asked else output_label, "reference"]
+
+    def row(example: dict) -> str:
+        prompt = [example.get("prompt") or f"(none: a {output_label})"] * asked
+        cells = [f"![]({example['file']})", *prompt, example["caption"], example["reference"]]
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+    intro += ", and its answers to questions about them" if asked else ""
+    header = "| " + " | ".join(columns) + " |\n" + "|---" * len(columns) + "|\n"
+    return f"{intro}:\n\n" + header + "\n".join(row(example) for example in examples)
 
 
 def _curves_line(curves: bool) -> str:
@@ -197,6 +207,7 @@ def render_card(model, run: dict, metrics: dict, examples: list, repo_id: str, c
             "output": {"text": example["caption"]},
         }
         for example in examples
+        if not example.get("prompt")  # the Hub's image-to-text widget sends the image alone
     ]
     card_data = ModelCardData(
         library_name="transformers",

@@ -105,17 +105,22 @@ def line_sheet(dataset, texts, indices) -> Image.Image:
 
 
 def write_examples(folder: str, dataset, captions, count: int) -> None:
-    """A few evaluation images with their generated captions, for the model card's widget and examples table."""
+    """A few evaluation images with what the model generated for them, for the model card and the demo page's
+    examples: `count` captions, and where the split asks questions, `count` questions (spread over the split) with the
+    model's answers. Each entry: file, prompt ("" for a caption), caption (what the model wrote), reference."""
     os.makedirs(folder, exist_ok=True)
+    prompts = prompts_of(dataset)[: len(captions)]
+    captioned = [index for index, prompt in enumerate(prompts) if not prompt]
+    asked = [index for index, prompt in enumerate(prompts) if prompt]
     examples = []
-    captioned = [index for index, prompt in enumerate(prompts_of(dataset)[: len(captions)]) if not prompt]
-    for number, index in enumerate(captioned[:count]):
-        name = f"example_{number}.png"
-        load_image(dataset[index]["image"]).save(os.path.join(folder, name))
-        reference = as_caption_list(dataset[index]["captions"])[0]
-        examples.append(
-            {"file": f"{os.path.basename(folder)}/{name}", "caption": captions[index], "reference": reference}
-        )
+    questions = [asked[position] for position in sample_indices(asked, count)]
+    for kind, chosen in (("example", captioned[:count]), ("question", questions)):
+        for number, index in enumerate(chosen):
+            name = f"{kind}_{number}.png"
+            load_image(dataset[index]["image"]).save(os.path.join(folder, name))
+            reference = as_caption_list(dataset[index]["captions"])[0]
+            example = {"file": f"{os.path.basename(folder)}/{name}", "prompt": prompts[index]}
+            examples.append(example | {"caption": captions[index], "reference": reference})
     with open(os.path.join(folder, "examples.json"), "w") as file:
         json.dump(examples, file, indent=2)
 

@@ -262,10 +262,10 @@ def short_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def vqa_run(tmp_path_factory):
     """train.py on the built-in questions for 30 steps, evaluated mid-training too (which reads whole, unpacked
-    tasks): (output folder, completed process)."""
+    tasks), with a checkpoint at step 20: (output folder, completed process)."""
     out = tmp_path_factory.mktemp("vqa_run")
     result = run_train(
         *TINY, "--dataset", "builtin:shapes-vqa", "--builtin_train_size", "300", "--max_steps", "30",
-        "--eval_strategy", "steps", "--eval_steps", "20", output_dir=out,
+        "--eval_strategy", "steps", "--eval_steps", "20", "--save_steps", "20", output_dir=out,
     )  # fmt: skip
     return out, result

@@ -3,14 +3,19 @@ Seq2SeqTrainer evaluation that generates from image + prompt without seeing the 
 
 import json
 import re
+from collections import Counter
 
 import datasets
 import pytest
 import yaml
-from conftest import CAPTIONS, distinct_images, evaluation_trainer, results_of, run_train, tiny_model
+from conftest import CAPTIONS, TINY, distinct_images, evaluation_trainer, results_of, run_train, tiny_model
+from safetensors import safe_open
 
+from modeling_vitgpt2.data import shapes
 from modeling_vitgpt2.data.shapes import (
+    BACKGROUND,
     COLOURS,
+    GRID,
     INVERSE_RELATION,
     QUESTION_TYPES,
     SHAPES,
@@ -128,6 +133,29 @@ def test_training_draws_half_captions_half_questions_of_every_type(vqa):
     )
 
 
+def test_cells_say_what_each_grid_cell_of_the_image_holds(vqa):
+    """The per-cell loss's labels, read back from the pixels (each cell's 16 x 16 block holds its object's colour and
+    nothing else, an empty one only the background) and from the caption (the objects it counts)."""
+    colours, shape_names, sizes = list(COLOURS), list(SHAPES), list(shapes.SIZES)
+    for row in vqa["train"].select(range(100)):
+        image, cells, side = row["image"].convert("RGB"), row["cells"], 64 // GRID
+        assert len(cells) == GRID * GRID
+        for index, (colour, shape, size) in enumerate(cells):
+            top, left = divmod(index, GRID)
+            block = image.crop((left * side, top * side, (left + 1) * side, (top + 1) * side))
+            present = {rgb for _, rgb in block.getcolors()} - {BACKGROUND}
+            assert present == ({COLOURS[colours[colour - 1]]} if colour else set()), (row["captions"][0], index)
+            assert (colour == 0) == (shape == 0) == (size == 0)
+        groups = re.findall(r"(a|two|three) (small|large) (\w+) (\w+)", row["captions"][0])
+        counted = Counter()
+        for count, size, colour, shape in groups:
+            counted[(colour, singular(shape), size)] += {"a": 1, "two": 2, "three": 3}[count]
+        labelled = Counter(
+            (colours[colour - 1], shape_names[shape - 1], sizes[size - 1]) for colour, shape, size in cells if colour
+        )
+        assert labelled == counted
+
+
 def test_splits_ask_every_type_and_held_out_pairs_stay_out_of_training(vqa):
     held_out = [f"{colour} {shape}" for colour, shape in UNSEEN_COMBINATIONS]
     training_text = " | ".join(
@@ -187,6 +215,29 @@ def test_train_py_on_builtin_questions(vqa_run):
     assert "answers_count" in result.stdout  # the printed table
     assert "Question: " in result.stdout  # sample answers printed beside their questions
     assert json.loads((out / "config.json").read_text())["isolate_image_tokens"]  # the questions job's default
+    # The per-cell head (on by default here) trains with the model and is in its checkpoints, not in the model.
+    assert not [key for key in safe_open(out / "model.safetensors", "pt").keys() if key.startswith("cell_head.")]
+    checkpoint = safe_open(out / "checkpoint-20" / "model.safetensors", "pt")
+    assert {"cell_head.linear.weight", "cell_head.linear.bias"} <= set(checkpoint.keys())
+
+
+def test_the_per_cell_loss_is_added_to_the_training_loss(tmp_path):
+    """Same data, same initialisation: the first step's loss with the per-cell loss is the language-model loss plus
+    about the cross-entropy of guessing (mean of ln 9, ln 6 and ln 3 for colour, shape and size: 1.7)."""
+    common = [*TINY, "--builtin_train_size", "64", "--max_steps", "1", "--logging_steps", "1", "--eval_split", "",
+              "--test_splits", ""]  # fmt: skip
+    questions = [*common, "--dataset", "builtin:shapes-vqa"]
+    losses = {}
+    for weight in ("0", "1"):
+        run_train(*questions, "--cell_loss_weight", weight, output_dir=tmp_path / weight)
+        history = json.loads((tmp_path / weight / "trainer_state.json").read_text())["log_history"]
+        losses[weight] = next(entry["loss"] for entry in history if "loss" in entry)
+    assert 1.0 < losses["1"] - losses["0"] < 3.0, losses
+
+    refused = run_train(*common, "--cell_loss_weight", "1", output_dir=tmp_path / "captions", check=False)
+    assert refused.returncode != 0 and "needs training data with a `cells` column" in refused.stderr
+    other_grid = run_train(*questions, "--scratch_image_size", "32", output_dir=tmp_path / "grid", check=False)
+    assert other_grid.returncode != 0 and "16 cells, but the model reads an image as 4 tokens" in other_grid.stderr
 
 
 def test_a_questions_run_shows_its_answers_on_the_model_card(vqa_run, tmp_path):

@@ -5,7 +5,7 @@ import random
 import torch
 
 from ..processing_vitgpt2 import load_image
-from .loading import task_list
+from .loading import CELLS_COLUMN, task_list
 from .prepared_lines import LINE_COLUMN, prepared_lines
 
 
@@ -21,6 +21,9 @@ class CaptionCollator:
     With `tasks_per_image` > 1, training draws up to that many distinct tasks of each example (one caption, if it has
     one, first; the rest prompted, such as questions) and packs them after one reading of the image: `input_ids`,
     `attention_mask` and `labels` are then images x tasks x tokens (packing_vitgpt2.py).
+
+    With `cell_labels`, training batches also carry the examples' `cells` as `cell_labels` (images x cells x
+    attributes) for the per-cell loss (training/cell_supervision.py).
     """
 
     def __init__(
@@ -31,11 +34,13 @@ class CaptionCollator:
         token_dropout: float = 0.0,
         pad_to_multiple_of: int | None = None,
         tasks_per_image: int = 1,
+        cell_labels: bool = False,
     ):
         if tasks_per_image < 1:
             raise ValueError(f"tasks_per_image={tasks_per_image}: at least 1")
         self.processor = processor
         self.tasks_per_image = tasks_per_image
+        self.cell_labels = cell_labels
         self.max_caption_length = max_caption_length
         self.pad_to_multiple_of = pad_to_multiple_of
         self.feature_cache = feature_cache
@@ -57,6 +62,8 @@ class CaptionCollator:
             noise = torch.rand(labels.shape, generator=generator) < self.token_dropout
             replacement = torch.randint(len(self.processor.tokenizer), labels.shape, generator=generator)
             batch["target_input_ids"] = torch.where(noise & (labels != -100), replacement, labels.clamp(min=0))
+        if self.training and self.cell_labels:
+            batch["cell_labels"] = torch.tensor([example[CELLS_COLUMN] for example in examples])
         if self.feature_cache is not None:
             batch["vision_features"] = self.feature_cache.features([example["image"] for example in examples])
         elif LINE_COLUMN in examples[0]:

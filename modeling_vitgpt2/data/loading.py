@@ -3,7 +3,8 @@ skips and counts bad examples (collator.py turns the examples into model inputs)
 
 Every loaded dataset has the columns `image` and `captions` (the target: a caption, an answer, or a list of them),
 and `prompt` when the data asks questions (or a fixed `--prompt` is given); a `question_type` column, where the data
-has one, splits answer accuracy by type."""
+has one, splits answer accuracy by type, and a `cells` column (what each cell of the image's grid holds: the built-in
+scenes' training split) feeds the per-cell loss (training/cell_supervision.py)."""
 
 import logging
 import os
@@ -17,6 +18,8 @@ from ..processing_vitgpt2 import ImageLoadError, load_image
 logger = logging.getLogger(__name__)
 
 BUILTIN = "builtin:shapes"
+CELLS_COLUMN = "cells"
+EXTRA_COLUMNS = ("question_type", CELLS_COLUMN)  # kept under their own names where a split has them
 BUILTIN_VQA = "builtin:shapes-vqa"
 BUILTIN_TEXT_LINES = "builtin:text-lines"
 IMAGE_COLUMN_GUESSES = ("image", "img", "picture", "file_name", "image_path", "filepath")
@@ -100,7 +103,7 @@ def _pick_column(columns, wanted: str | None, guesses, what: str, source: str) -
 
 def load_caption_dataset(args, seed: int = 0):
     """The dataset named by `args.dataset` with the columns `image` (undecoded), `captions` (str or list) and, for
-    prompted data, `prompt` (and `question_type` where the data has it)."""
+    prompted data, `prompt` (and `question_type` and `cells` where the data has them)."""
     builtin = {
         "train_size": args.builtin_train_size,
         "eval_size": args.builtin_eval_size,
@@ -121,9 +124,9 @@ def load_caption_dataset(args, seed: int = 0):
         prompt_column = _pick_column(columns, prompt_column, (), "prompt", args.dataset)
     renames = {image_column: "image", caption_column: "captions", prompt_column: "prompt"}
     kept = [column for column in renames if column is not None]
-    for split, part in dataset.items():  # evaluation splits may add a question_type column for per-type accuracy
-        has_types = "question_type" in (part.column_names or []) and "question_type" not in kept
-        dataset[split] = part.select_columns(kept + ["question_type"] * has_types)
+    for split, part in dataset.items():
+        extra = [column for column in EXTRA_COLUMNS if column in (part.column_names or []) and column not in kept]
+        dataset[split] = part.select_columns(kept + extra)
     for old, new in renames.items():
         if old is not None and old != new:
             dataset = dataset.rename_column(old, new)

@@ -249,17 +249,33 @@ def pick_questions(questions, rng: random.Random, prefer=frozenset()) -> list:
     return chosen
 
 
+def scene_cells(groups) -> list[list[int]]:
+    """Each grid cell, row by row (the order of a ConvNeXt's last feature map's cells), as [colour, shape, size]
+    indices into COLOURS, SHAPES and SIZES, 1-based ([0, 0, 0]: an empty cell), for training/cell_supervision.py."""
+    cells = [[0, 0, 0] for _ in range(GRID * GRID)]
+    for _, size, colour, shape, group_cells in groups:
+        for column, row in group_cells:
+            cells[row * GRID + column] = [
+                1 + list(COLOURS).index(colour),
+                1 + SHAPES.index(shape),
+                1 + list(SIZES).index(size),
+            ]
+    return cells
+
+
 def make_vqa_training_split(size: int, seed: int, image_size: int, caption_share: float) -> datasets.Dataset:
     """One row per training scene carrying all its tasks (`prompt` and `captions` as aligned lists): the caption
     (empty prompt) and every question the scene answers, near-miss "no"s included; the caption is listed often enough
     that `caption_share` of the draws of one task per row are captions (`--tasks_per_image` 1). Packed training
-    (`--tasks_per_image` N) takes the caption and N-1 of the questions each epoch."""
+    (`--tasks_per_image` N) takes the caption and N-1 of the questions each epoch. `cells` says what each grid cell
+    holds (`scene_cells`), for the per-cell loss."""
     if not 0 < caption_share < 1:
         raise ValueError(f"caption_share={caption_share}: a share strictly between 0 and 1")
     scenes = make_scenes(size, seed, image_size, unseen=False, name="train")
     rng = random.Random(f"questions-{seed}")  # its own stream: the scenes are those of builtin:shapes
-    rows = {"image": [], "prompt": [], "captions": []}
+    rows = {"image": [], "prompt": [], "captions": [], "cells": []}
     for image, groups in scenes:
+        rows["cells"].append(scene_cells(groups))
         questions = questions_about(groups, rng, SEEN_COMBINATIONS, near_misses=True)
         copies = max(1, round(len(questions) * caption_share / (1 - caption_share)))
         rows["image"].append(image)
@@ -270,6 +286,7 @@ def make_vqa_training_split(size: int, seed: int, image_size: int, caption_share
             "image": datasets.Image(),
             "prompt": datasets.Sequence(datasets.Value("string")),
             "captions": datasets.Sequence(datasets.Value("string")),
+            "cells": datasets.Sequence(datasets.Sequence(datasets.Value("int64"))),
         }
     )
     return datasets.Dataset.from_dict(rows, features=features)

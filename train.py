@@ -111,14 +111,6 @@ class ModelArguments:
             "more often, README, Questions). A new model only."
         },
     )
-    image_mixer_layers: int = field(
-        default=0,
-        metadata={
-            "help": "Self-attention layers over the image's patch tokens before GPT-2 reads them (config "
-            "image_mixer_layers; 1 for builtin:shapes-vqa, whose captions then more often say 'above' where they "
-            "said 'left of': README, Questions). A new model only."
-        },
-    )
     freeze_vision: bool | None = field(
         default=None,
         metadata={
@@ -318,17 +310,10 @@ EMBEDDED_DEFAULTS = dict(
 # caption and questions together, packed after one reading of the image, at half the caption job's learning rate
 # (over three initialisations: answers 95.5-97.4% against 93.8-96.2% at 1e-3, captions the same), with its image
 # tokens isolated inside GPT-2 (answers 96.1-96.8% against 94.1-97.4%, colour 92.3-94.9 against 85.5-96.5; README,
-# Questions), each image token also trained to say what its cell holds (over three initialisations: answers
-# 96.7-97.9% against 96.1-96.8%, captions 81.4-82.6% against 79.2-81.8%, colour 93.2-97.4 against 92.3-94.9), and the
-# image tokens mixed by one self-attention layer before GPT-2, so that a token can also say how its group stands to
-# the other (captions 81.8-88.4% against 81.4-82.6%, colour 93.4-99.3 against 93.2-97.4; docs/questions-experiments.md).
+# Questions), and each image token also trained to say what its cell holds (over three initialisations: answers
+# 96.7-97.9% against 96.1-96.8%, captions 81.4-82.6% against 79.2-81.8%, colour 93.2-97.4 against 92.3-94.9).
 QUESTION_DEFAULTS = dict(
-    tasks_per_image=4,
-    num_train_epochs=5,
-    learning_rate=5e-4,
-    isolate_image_tokens=True,
-    image_mixer_layers=1,
-    cell_loss_weight=1.0,
+    tasks_per_image=4, num_train_epochs=5, learning_rate=5e-4, isolate_image_tokens=True, cell_loss_weight=1.0
 )
 # What `python train.py --dataset builtin:text-lines` changes in those defaults: the reading job.
 READING_DEFAULTS = dict(
@@ -540,7 +525,6 @@ def build_model(model_args, train_dataset):
             vision_feature_layer=model_args.vision_feature_layer,
             prefix_length=model_args.prefix_length,
             isolate_image_tokens=model_args.isolate_image_tokens,
-            image_mixer_layers=model_args.image_mixer_layers,
         )
         processor = VitGpt2Processor.from_vision_text_pretrained(model_args.vision_model, model_args.text_model)
         return model, processor, True
@@ -573,7 +557,6 @@ def build_model(model_args, train_dataset):
         vision_feature_layer=model_args.vision_feature_layer,
         prefix_length=model_args.prefix_length,
         isolate_image_tokens=model_args.isolate_image_tokens,
-        image_mixer_layers=model_args.image_mixer_layers,
         vision_tower=model_args.scratch_vision_tower,
     )
     return model, build_scratch_processor(tokenizer, model_args.scratch_image_size), False

@@ -46,11 +46,6 @@ class VitGpt2Config(PretrainedConfig):
             among them a token takes in the objects of the cells before it, and lookups by shape ("what colour is the
             cross?") then also find the cross in a later diamond's token. The built-in questions job turns it on
             (README, Questions). Not for readers (`"columns"`).
-        image_mixer_layers: with patch features, this many self-attention layers over the image's tokens (each with
-            its learned grid position) before GPT-2 reads them, so that a token can hold what no single patch shows:
-            where its object stands against the others ("above" or "left of" in a caption). Isolated image tokens
-            never see one another inside GPT-2, and a ConvNeXt's last map does not work out the layout on its own.
-            The built-in questions job uses 1 (README, Questions).
     """
 
     model_type = "vitgpt2"
@@ -68,7 +63,6 @@ class VitGpt2Config(PretrainedConfig):
         ctc_loss_weight: float = 0.0,
         ctc_decoding_weight: float = 0.5,
         isolate_image_tokens: bool = False,
-        image_mixer_layers: int = 0,
         **kwargs,
     ):
         self.vision_config = _as_config(vision_config, CLIPVisionConfig, vision=True)
@@ -92,13 +86,7 @@ class VitGpt2Config(PretrainedConfig):
             raise ValueError("column_merge and ctc_loss_weight apply to vision_feature='columns' only")
         if isolate_image_tokens and vision_feature == "columns":
             raise ValueError("isolate_image_tokens is for captioners: a reader's columns read a line together")
-        if image_mixer_layers < 0 or (image_mixer_layers and vision_feature != "patch"):
-            raise ValueError(
-                f"image_mixer_layers={image_mixer_layers}: mixes the tokens of patch features "
-                f"(vision_feature='patch', not {vision_feature!r}); 0 turns it off"
-            )
         self.isolate_image_tokens = isolate_image_tokens
-        self.image_mixer_layers = image_mixer_layers
         self.column_merge = column_merge
         self.ctc_loss_weight = ctc_loss_weight
         self.ctc_decoding_weight = ctc_decoding_weight
@@ -124,16 +112,6 @@ class VitGpt2Config(PretrainedConfig):
                 return vision_config.hidden_sizes[-1]
             return vision_config.hidden_sizes[-1] * (self.line_height // self._stride(0))
         return vision_config.hidden_size
-
-    @property
-    def patch_tokens(self) -> int:
-        """How many patch tokens (`vision_feature="patch"`) an image gives: a ConvNeXt's last map's cells, or a
-        ViT's patches."""
-        size = self.vision_config.image_size
-        size = size if isinstance(size, int) else size[0]
-        if self.vision_config.model_type == "convnext":
-            return (size // self._stride(0)) ** 2
-        return (size // self.vision_config.patch_size) ** 2
 
     def _stride(self, axis: int) -> int:
         """Pixels per feature-map cell along `axis` (0 rows, 1 columns): the stem's patch, doubled per later stage."""

@@ -178,32 +178,6 @@ class VitGpt2Projector(nn.Module):
         return self.linear_2(self.act(self.linear_1(features)))
 
 
-class VitGpt2ImageMixer(nn.TransformerEncoder):
-    """Self-attention among the image's tokens before GPT-2 reads them (`config.image_mixer_layers`): pre-norm
-    transformer layers over the projected tokens, each with its learned grid position added.
-
-    Why: a caption's "above" or "left of" depends on where one group stands against the other, which no single cell
-    shows. Isolated image tokens never see one another inside GPT-2, and the ConvNeXt's last map does not work it out:
-    trained to say, from each object's token, how its group stands to the other, a linear head got 44% of the
-    two-group scenes' objects right without the mixer and 73-81% with one layer (README, Questions)."""
-
-    def __init__(self, config: VitGpt2Config):
-        width, text_config = config.text_config.n_embd, config.text_config
-        layer = nn.TransformerEncoderLayer(
-            width, text_config.n_head, 4 * width, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
-        )
-        super().__init__(layer, config.image_mixer_layers, enable_nested_tensor=False)
-        self.positions = nn.Parameter(torch.empty(1, config.patch_tokens, width))  # VitGpt2ForCaptioning inits it
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.shape[1] != self.positions.shape[1]:
-            raise ValueError(
-                f"the image mixer knows {self.positions.shape[1]} token positions (the config's image size over its "
-                f"patch size), but the image gave {tokens.shape[1]} tokens: give images of the processor's size"
-            )
-        return super().forward(tokens + self.positions.to(tokens.dtype))
-
-
 @dataclass
 class VitGpt2CausalLMOutput(CausalLMOutputWithCrossAttentions):
     """GPT-2's output over [image prefix, prompt, target], and `image_outputs`: the vision tower's output with the
@@ -221,14 +195,7 @@ class VitGpt2PreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
-    _no_split_modules = [
-        "CLIPEncoderLayer",
-        "ViTLayer",
-        "SiglipEncoderLayer",
-        "ConvNextLayer",
-        "GPT2Block",
-        "VitGpt2ImageMixer",
-    ]
+    _no_split_modules = ["CLIPEncoderLayer", "ViTLayer", "SiglipEncoderLayer", "ConvNextLayer", "GPT2Block"]
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flash_attn_2 = True
@@ -253,15 +220,12 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
             nn.Parameter(torch.empty(1, 1, config.text_config.n_embd)) if config.isolate_image_tokens else None
         )
         self.language_model.loss_type = "ForCausalLM"  # its class name does not tell transformers 5 which loss
-        self.image_mixer = VitGpt2ImageMixer(config) if config.image_mixer_layers else None
         self.post_init()
         if self.generation_config.max_new_tokens is None:
             self.generation_config.max_new_tokens = DEFAULT_MAX_NEW_TOKENS
 
     def _init_weights(self, module):
         super()._init_weights(module)
-        if isinstance(module, VitGpt2ImageMixer):
-            nn.init.normal_(module.positions, std=self.config.text_config.initializer_range)
         if module is self and self.image_summary_token is not None:
             # torch's init, not transformers.initialization: the shipped code also loads on transformers 4.57
             nn.init.normal_(self.image_summary_token, std=self.config.text_config.initializer_range)
@@ -374,8 +338,6 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
         prefix = self.projector(vision_features)
         batch_size = prefix.shape[0]
         prefix = prefix.view(batch_size, -1, self.config.text_config.n_embd)
-        if self.image_mixer is not None:
-            prefix = self.image_mixer(prefix)
         if self.image_summary_token is not None:
             summary = self.image_summary_token.to(prefix.dtype).expand(batch_size, 1, -1)
             prefix = torch.cat([prefix, summary], dim=1)

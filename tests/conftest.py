@@ -42,8 +42,6 @@ IMAGE_SIZE = 32
 CONVNEXT_PATCHES = {"vision_tower": "convnext", "vision_feature": "patch", "vision_feature_layer": -1}
 # ... with its image tokens isolated inside GPT-2, as the questions job builds it.
 ISOLATED = {**CONVNEXT_PATCHES, "isolate_image_tokens": True}
-# ... and mixed by self-attention before GPT-2 reads them, as the questions job builds it.
-MIXED = {**ISOLATED, "image_mixer_layers": 1}
 
 
 def distinct_images(count: int, size: int = IMAGE_SIZE, seed: int = 0) -> list[Image.Image]:

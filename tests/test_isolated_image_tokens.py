@@ -1,6 +1,6 @@
 """Isolated image tokens (config isolate_image_tokens): inside GPT-2 each image token attends to itself only, in
 training (rows and packed), in the fast greedy decoder and in transformers' loop (beams, sampling), and in a process
-that loads the saved folder without this repo; with the image mixer before GPT-2 too (the questions job's model)."""
+that loads the saved folder without this repo."""
 
 import json
 import os
@@ -9,15 +9,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import (
-    CONVNEXT_PATCHES,
-    ISOLATED,
-    ISOLATED_USER_PRELUDE,
-    MIXED,
-    distinct_images,
-    run_isolated,
-    tiny_model,
-)
+from conftest import CONVNEXT_PATCHES, ISOLATED, ISOLATED_USER_PRELUDE, distinct_images, run_isolated, tiny_model
 
 from modeling_vitgpt2 import VitGpt2Config
 
@@ -52,13 +44,12 @@ def test_an_image_token_sees_no_other_image_token(tokenizer, processor, isolated
         assert moved[4:].min() > 1e-3  # causal attention: every later cell's token takes the change in
 
 
-@pytest.mark.parametrize("kind", [ISOLATED, MIXED], ids=["isolated", "mixed"])
 @pytest.mark.parametrize(
     "search", [{"num_beams": 3}, {"do_sample": True, "top_k": 0}, {"cache_implementation": "dynamic"}]
 )
-def test_transformers_loop_reads_the_image_as_training_does(tokenizer, processor, search, kind):
+def test_transformers_loop_reads_the_image_as_training_does(tokenizer, processor, search):
     """The loop's first scores are forward()'s logits at the prompt's end: the loop's prefill isolates the tokens."""
-    model = tiny_model(tokenizer, seed=6, **kind)
+    model = tiny_model(tokenizer, seed=6, **ISOLATED)
     for prompts in (PROMPTS, None):  # padded prompts; captions (transformers then drops the mask of ones)
         inputs = processor(images=distinct_images(4), text=prompts)
         with torch.no_grad():
@@ -69,9 +60,8 @@ def test_transformers_loop_reads_the_image_as_training_does(tokenizer, processor
             torch.testing.assert_close(first[:, row], logits, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("kind", [ISOLATED, MIXED], ids=["isolated", "mixed"])
-def test_fast_decoder_and_transformers_loop_agree(tokenizer, processor, kind):
-    model = tiny_model(tokenizer, seed=7, **kind)
+def test_fast_decoder_and_transformers_loop_agree(tokenizer, processor):
+    model = tiny_model(tokenizer, seed=7, **ISOLATED)
     images = distinct_images(4)
     for prompts in (PROMPTS, ["a red circle"] * 4, None):  # padded, unpadded, no prompt
         inputs = processor(images=images, text=prompts)
@@ -102,9 +92,8 @@ USER_SCRIPT = ISOLATED_USER_PRELUDE + textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("kind", [ISOLATED, MIXED], ids=["isolated", "mixed"])
-def test_saved_isolated_model_answers_the_same_without_this_repo(tokenizer, processor, tmp_path, kind):
-    model = tiny_model(tokenizer, seed=8, **kind)
+def test_saved_isolated_model_answers_the_same_without_this_repo(tokenizer, processor, tmp_path):
+    model = tiny_model(tokenizer, seed=8, **ISOLATED)
     model.save_pretrained(tmp_path / "model")
     processor.save_pretrained(tmp_path / "model")
     images = distinct_images(3)

@@ -232,8 +232,6 @@ def render_card(model, run: dict, metrics: dict, examples: list, repo_id: str, c
         vision_description=describe_vision_tower(vision),
         feature_description=f"{'pooled embedding' if pooled else patches} ({config.vision_feature_size}-d)",
         prefix_description=(f"{config.prefix_length} prefix token(s)" if pooled else "one prefix token each")
-        + (f", which then attend to one another in {config.image_mixer_layers} self-attention layer(s)"
-           if config.image_mixer_layers else "")
         + ("; in GPT-2 each attends to itself only, and a learned token after them reads them all"
            if config.isolate_image_tokens else ""),
         text_description=f"{config.text_config.n_layer} layers, width {config.text_config.n_embd}",

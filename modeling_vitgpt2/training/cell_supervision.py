@@ -5,10 +5,7 @@ colour, because the answer's attention, keyed by a shape, does not pick the aske
 (README, Questions). A dataset that knows what each cell of its image grid holds (the built-in scenes: a 4 x 4 grid,
 one image token per cell) can say so in a `cells` column, and training then also asks each image token, through a
 linear head, for its own cell's attributes (colour, shape and size, or "empty"). That makes the attributes separable
-in the tokens, where a key projection can match them. The built-in scenes add a fourth: how the object's group
-stands to the other group ("left of", "right of", "above", "below", or a scene of one group), which a token can only
-know from the others' (the image mixer, config image_mixer_layers): the captions' "above" or "left of" is then read
-from the token like a colour. Any number of attributes works: the head has one softmax per column of `cells`.
+in the tokens, where a key projection can match them.
 
 The head is for training only: train.py attaches it to the model as `cell_head` (so the optimiser, gradient
 clipping and checkpoints treat it as the model's own, and a resumed run goes on exactly) and removes it before the

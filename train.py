@@ -623,6 +623,11 @@ def main():
     model_args, data_args, run_args, training_args = parse_arguments()
     if model_args.reader is None:
         model_args.reader = data_args.dataset == BUILTIN_TEXT_LINES
+    if model_args.caption_mixer_layers and not model_args.isolate_image_tokens:
+        sys.exit(
+            "error: --caption_mixer_layers gives captions a prefix of their own beside isolated image tokens: pass "
+            "--caption_mixer_layers 0 with --isolate_image_tokens False (builtin:shapes-vqa uses 2 and True)"
+        )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     check_hub_access(training_args)

@@ -297,3 +297,12 @@ def test_train_py_prompt_column_and_fixed_prompt(tmp_path):
     model_dir = tmp_path / "column"
     tokens = json.loads((model_dir / "tokenizer.json").read_text())["model"]["vocab"]
     assert any("what" in token for token in tokens)  # the from-scratch tokenizer learned the prompts' words too
+
+
+def test_a_caption_mixer_without_isolated_image_tokens_is_refused_by_name(tmp_path):
+    refused = run_train(
+        *TINY, "--dataset", "builtin:shapes-vqa", "--isolate_image_tokens", "False", output_dir=tmp_path, check=False
+    )
+    assert refused.returncode != 0
+    assert "pass --caption_mixer_layers 0 with --isolate_image_tokens False" in refused.stderr
+    assert not (tmp_path / "config.json").exists()

@@ -207,7 +207,8 @@ class VitGpt2CaptionMixer(nn.TransformerEncoder):
 class VitGpt2CausalLMOutput(CausalLMOutputWithCrossAttentions):
     """GPT-2's output over [image prefix, prompt, target], and `image_outputs`: the vision tower's output with the
     projected image features as `pooler_output` (None when the model was given cached vision features). A reader
-    with a CTC head also returns its `ctc_logits` (batch, columns, vocabulary); `loss` then includes its loss."""
+    with a CTC head also returns its `ctc_logits` (batch, columns, vocabulary); `loss` then includes its loss. A model
+    with a caption mixer returns the `caption_prefix` the prompt-free rows read (batch, prefix tokens, GPT-2 width)."""
 
     image_outputs: BaseModelOutputWithPooling | None = None
     ctc_logits: torch.FloatTensor | None = None

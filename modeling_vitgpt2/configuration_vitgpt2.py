@@ -46,10 +46,6 @@ class VitGpt2Config(PretrainedConfig):
             among them a token takes in the objects of the cells before it, and lookups by shape ("what colour is the
             cross?") then also find the cross in a later diamond's token. The built-in questions job turns it on
             (README, Questions). Not for readers (`"columns"`).
-        caption_mixer_layers: with isolated image tokens, this many self-attention layers over the image's tokens
-            (each with its learned grid position) give a second prefix, which only prompt-free tasks (captions) read:
-            a caption's "above" or "left of" needs where one group stands against the other, which isolated tokens
-            cannot tell, while questions read the plain tokens, whose lookups mixing would blur.
     """
 
     model_type = "vitgpt2"
@@ -67,7 +63,6 @@ class VitGpt2Config(PretrainedConfig):
         ctc_loss_weight: float = 0.0,
         ctc_decoding_weight: float = 0.5,
         isolate_image_tokens: bool = False,
-        caption_mixer_layers: int = 0,
         **kwargs,
     ):
         self.vision_config = _as_config(vision_config, CLIPVisionConfig, vision=True)
@@ -91,13 +86,7 @@ class VitGpt2Config(PretrainedConfig):
             raise ValueError("column_merge and ctc_loss_weight apply to vision_feature='columns' only")
         if isolate_image_tokens and vision_feature == "columns":
             raise ValueError("isolate_image_tokens is for captioners: a reader's columns read a line together")
-        if caption_mixer_layers < 0 or (caption_mixer_layers and not isolate_image_tokens):
-            raise ValueError(
-                f"caption_mixer_layers={caption_mixer_layers}: a second prefix for captions, beside "
-                "isolated image tokens (isolate_image_tokens=True); 0 turns it off"
-            )
         self.isolate_image_tokens = isolate_image_tokens
-        self.caption_mixer_layers = caption_mixer_layers
         self.column_merge = column_merge
         self.ctc_loss_weight = ctc_loss_weight
         self.ctc_decoding_weight = ctc_decoding_weight
@@ -123,16 +112,6 @@ class VitGpt2Config(PretrainedConfig):
                 return vision_config.hidden_sizes[-1]
             return vision_config.hidden_sizes[-1] * (self.line_height // self._stride(0))
         return vision_config.hidden_size
-
-    @property
-    def patch_tokens(self) -> int:
-        """How many patch tokens (`vision_feature="patch"`) an image gives: a ConvNeXt's last map's cells, or a
-        ViT's patches."""
-        size = self.vision_config.image_size
-        size = size if isinstance(size, int) else size[0]
-        if self.vision_config.model_type == "convnext":
-            return (size // self._stride(0)) ** 2
-        return (size // self.vision_config.patch_size) ** 2
 
     def _stride(self, axis: int) -> int:
         """Pixels per feature-map cell along `axis` (0 rows, 1 columns): the stem's patch, doubled per later stage."""

@@ -178,41 +178,14 @@ class VitGpt2Projector(nn.Module):
         return self.linear_2(self.act(self.linear_1(features)))
 
 
-class VitGpt2CaptionMixer(nn.TransformerEncoder):
-    """Self-attention among the image's tokens for the captions' prefix (`config.caption_mixer_layers`): pre-norm
-    transformer layers over the projected tokens, each with its learned grid position added.
-
-    Why: a caption's "above" or "left of" depends on where one group stands against the other, which no single token
-    shows, and isolated image tokens never see one another inside GPT-2. Questions read the tokens unmixed: a token
-    that carries its neighbours' objects blurs their lookups ("what colour is the cross?"; README, Questions)."""
-
-    def __init__(self, config: VitGpt2Config):
-        width, text_config = config.text_config.n_embd, config.text_config
-        layer = nn.TransformerEncoderLayer(
-            width, text_config.n_head, 4 * width, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
-        )
-        super().__init__(layer, config.caption_mixer_layers, enable_nested_tensor=False)
-        self.positions = nn.Parameter(torch.empty(1, config.patch_tokens, width))  # VitGpt2ForCaptioning inits it
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.shape[1] != self.positions.shape[1]:
-            raise ValueError(
-                f"the caption mixer knows {self.positions.shape[1]} token positions (the config's image size over "
-                f"its patch size), but the image gave {tokens.shape[1]} tokens: give images of the processor's size"
-            )
-        return super().forward(tokens + self.positions.to(tokens.dtype))
-
-
 @dataclass
 class VitGpt2CausalLMOutput(CausalLMOutputWithCrossAttentions):
     """GPT-2's output over [image prefix, prompt, target], and `image_outputs`: the vision tower's output with the
     projected image features as `pooler_output` (None when the model was given cached vision features). A reader
-    with a CTC head also returns its `ctc_logits` (batch, columns, vocabulary); `loss` then includes its loss. A model
-    with a caption mixer returns the `caption_prefix` the prompt-free rows read (batch, prefix tokens, GPT-2 width)."""
+    with a CTC head also returns its `ctc_logits` (batch, columns, vocabulary); `loss` then includes its loss."""
 
     image_outputs: BaseModelOutputWithPooling | None = None
     ctc_logits: torch.FloatTensor | None = None
-    caption_prefix: torch.FloatTensor | None = None
 
 
 class VitGpt2PreTrainedModel(PreTrainedModel):
@@ -222,14 +195,7 @@ class VitGpt2PreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = True
-    _no_split_modules = [
-        "CLIPEncoderLayer",
-        "ViTLayer",
-        "SiglipEncoderLayer",
-        "ConvNextLayer",
-        "GPT2Block",
-        "VitGpt2CaptionMixer",
-    ]
+    _no_split_modules = ["CLIPEncoderLayer", "ViTLayer", "SiglipEncoderLayer", "ConvNextLayer", "GPT2Block"]
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_flash_attn_2 = True
@@ -254,15 +220,12 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
             nn.Parameter(torch.empty(1, 1, config.text_config.n_embd)) if config.isolate_image_tokens else None
         )
         self.language_model.loss_type = "ForCausalLM"  # its class name does not tell transformers 5 which loss
-        self.caption_mixer = VitGpt2CaptionMixer(config) if config.caption_mixer_layers else None
         self.post_init()
         if self.generation_config.max_new_tokens is None:
             self.generation_config.max_new_tokens = DEFAULT_MAX_NEW_TOKENS
 
     def _init_weights(self, module):
         super()._init_weights(module)
-        if isinstance(module, VitGpt2CaptionMixer):
-            nn.init.normal_(module.positions, std=self.config.text_config.initializer_range)
         if module is self and self.image_summary_token is not None:
             # torch's init, not transformers.initialization: the shipped code also loads on transformers 4.57
             nn.init.normal_(self.image_summary_token, std=self.config.text_config.initializer_range)
@@ -379,25 +342,6 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
             summary = self.image_summary_token.to(prefix.dtype).expand(batch_size, 1, -1)
             prefix = torch.cat([prefix, summary], dim=1)
         return prefix.to(self.language_model.dtype)
-
-    def get_caption_prefix(self, prefix: torch.Tensor) -> torch.Tensor | None:
-        """The prefix prompt-free tasks read: the image's tokens through the caption mixer, then the summary token;
-        None without a caption mixer."""
-        if self.caption_mixer is None:
-            return None
-        return torch.cat([self.caption_mixer(prefix[:, :-1]), prefix[:, -1:]], dim=1)
-
-    def _prefix_per_row(self, prefix, caption_prefix, input_ids, attention_mask, inputs_embeds) -> torch.Tensor:
-        """Each row's prefix: the caption prefix where the row has no prompt."""
-        if caption_prefix is None:
-            return prefix
-        prompt = input_ids if input_ids is not None else inputs_embeds
-        if prompt is None or prompt.shape[1] == 0:
-            return caption_prefix
-        if attention_mask is None:
-            return prefix
-        prompted = attention_mask.to(prefix.device).bool().any(-1)
-        return torch.where(prompted[:, None, None], prefix, caption_prefix)
 
     def isolated_tokens(self, prefix: torch.Tensor) -> int:
         """How many of the prefix's tokens attend to themselves only inside GPT-2: the image's, when the config
@@ -560,7 +504,6 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
         else:
             prefix = self.get_image_prefix(vision_features=vision_features)
         prefix_mask = self.prefix_mask(pixel_mask, prefix)
-        caption_prefix = self.get_caption_prefix(prefix)
         if (labels is not None and labels.dim() == 3) or (input_ids is not None and input_ids.dim() == 3):
             if position_ids is not None or inputs_embeds is not None or ctc_logits is not None:
                 raise ValueError(
@@ -568,10 +511,9 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
                     "position_ids, and are for captioners (a reader trains one line per image)"
                 )
             embeds, attention, position_ids, labels, mask = self._packed_tasks(
-                prefix, prefix_mask, input_ids, attention_mask, labels, target_input_ids, caption_prefix
+                prefix, prefix_mask, input_ids, attention_mask, labels, target_input_ids
             )
         else:
-            prefix = self._prefix_per_row(prefix, caption_prefix, input_ids, attention_mask, inputs_embeds)
             embeds, mask, labels = self._prompt_and_target(
                 prefix, prefix_mask, input_ids, attention_mask, inputs_embeds, labels, target_input_ids
             )
@@ -587,9 +529,7 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
                 inputs_embeds=embeds, attention_mask=attention, position_ids=position_ids, labels=labels,
                 return_dict=True, **kwargs,
             )  # fmt: skip
-        output = VitGpt2CausalLMOutput(
-            **output, image_outputs=image_outputs, ctc_logits=ctc_logits, caption_prefix=caption_prefix
-        )
+        output = VitGpt2CausalLMOutput(**output, image_outputs=image_outputs, ctc_logits=ctc_logits)
         if ctc_logits is not None and output.loss is not None:
             column_mask = None if pixel_mask is None else self.column_mask(pixel_mask, ctc_logits.shape[1])
             ctc_loss = self._ctc_loss(ctc_logits, labels, column_mask)  # the prefix and prompt are -100 there
@@ -613,7 +553,7 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
             labels = torch.cat([ignore, labels], dim=1)
         return embeds, mask, labels
 
-    def _packed_tasks(self, prefix, prefix_mask, input_ids, attention_mask, labels, target_input_ids, caption_prefix):
+    def _packed_tasks(self, prefix, prefix_mask, input_ids, attention_mask, labels, target_input_ids):
         """An image's tasks (images x tasks x tokens) in one sequence after its prefix (packing_vitgpt2.py)."""
         if labels is None or labels.dim() != 3 or (input_ids is not None and input_ids.dim() != 3):
             raise ValueError("several tasks per image are for training: give labels and input_ids (if any) as "
@@ -623,7 +563,7 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
             target_input_ids = labels.masked_fill(labels == -100, self.config.pad_token_id)
         embeds, attention, position_ids, labels, mask = pack_tasks(
             prefix, prefix_mask, self.get_input_embeddings(), input_ids, attention_mask, labels, target_input_ids,
-            self.isolated_tokens(prefix), caption_prefix,
+            self.isolated_tokens(prefix),
         )  # fmt: skip
         positions = self.config.text_config.n_positions
         if position_ids.max() >= positions:
@@ -704,9 +644,6 @@ class VitGpt2ForCaptioning(VitGpt2PreTrainedModel, GenerationMixin):
             ctc_logits = self.get_ctc_logits(image_outputs)
         else:
             prefix = self.get_image_prefix(pixel_values, vision_features)
-            prefix = self._prefix_per_row(
-                prefix, self.get_caption_prefix(prefix), input_ids, attention_mask, inputs_embeds
-            )
         embeds, mask = self._with_prompt(
             prefix, input_ids, attention_mask, inputs_embeds, self.prefix_mask(pixel_mask, prefix)
         )

@@ -8,16 +8,11 @@ same, for less compute.
 
 Isolated image tokens (`VitGpt2Config.isolate_image_tokens`): inside GPT-2 each of the image's tokens attends to
 itself only, so that one cell's token never takes in another's object; the text after them reads them all.
-
-A caption mixer (`VitGpt2Config.caption_mixer_layers`) gives each image a second prefix, its tokens mixed, which the
-tasks without a prompt (captions) read instead of the first; packed, both prefixes come before the tasks, each task
-attending to its own, at the same positions.
 """
 
 import torch
 
 IMAGE = 0  # the segment id of the prefix: every task attends to it
-CAPTION_IMAGE = -1  # the segment id of the caption prefix (config caption_mixer_layers): prompt-free tasks read it
 
 
 def causal_attention(mask: torch.Tensor, queries: int | None = None, isolated_tokens: int = 0) -> torch.Tensor:
@@ -41,17 +36,7 @@ def additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
 
 
-def pack_tasks(
-    prefix,
-    prefix_mask,
-    embed,
-    prompt_ids,
-    prompt_mask,
-    labels,
-    target_input_ids,
-    isolated_tokens=0,
-    caption_prefix=None,
-):
+def pack_tasks(prefix, prefix_mask, embed, prompt_ids, prompt_mask, labels, target_input_ids, isolated_tokens=0):
     """GPT-2's inputs for `tasks` tasks per image.
 
     Args:
@@ -61,7 +46,6 @@ def pack_tasks(
         labels: (images, tasks, target tokens), -100 after each target's end (a task slot with no target is unused).
         target_input_ids: what is read in the targets' place, same shape as labels.
         isolated_tokens: the prefix's first this many tokens attend to themselves only (isolated image tokens).
-        caption_prefix: a second prefix, the shape of `prefix`, which the tasks without a prompt read instead.
 
     Returns inputs_embeds (images, length, width), a 4-D additive attention mask (images, 1, length, length),
     position_ids, labels and which tokens are real (images, length): real tokens first, padding at the end.
@@ -88,39 +72,21 @@ def pack_tasks(
     task_positions = prefix_mask.sum(-1)[:, None, None] + task_mask.cumsum(-1) - 1
     task_segments = torch.arange(1, tasks + 1, device=device)[None, :, None].expand_as(task_mask)
 
-    # Which prefix each token reads: the caption prefix for the tasks without a prompt, when there is one.
-    reads_caption = ~prompt_mask.any(-1, keepdim=True).expand_as(task_mask) & (caption_prefix is not None)
-    prefixes = [prefix] if caption_prefix is None else [prefix, caption_prefix.to(prefix.dtype)]
-    prefix_segments = [IMAGE] if caption_prefix is None else [IMAGE, CAPTION_IMAGE]
-    embeds = torch.cat([*prefixes, embed(task_tokens.flatten(1)).to(prefix.dtype)], dim=1)
-    mask = torch.cat([prefix_mask] * len(prefixes) + [task_mask.flatten(1)], dim=1)
-    prefix_positions = prefix_mask.cumsum(-1) - 1
-    positions = torch.cat([prefix_positions] * len(prefixes) + [task_positions.flatten(1)], dim=1).clamp(min=0)
-    segments = torch.cat(
-        [torch.full_like(prefix_mask, segment, dtype=torch.long) for segment in prefix_segments]
-        + [task_segments.flatten(1)],
-        dim=1,
-    )
-    reads = torch.cat(
-        [torch.full_like(prefix_mask, segment, dtype=torch.long) for segment in prefix_segments]
-        + [torch.where(reads_caption, CAPTION_IMAGE, IMAGE).flatten(1)],
-        dim=1,
-    )
-    targets = torch.cat(
-        [torch.full(prefix_mask.shape, -100, device=device)] * len(prefixes) + [task_labels.flatten(1)], dim=1
-    )
+    embeds = torch.cat([prefix, embed(task_tokens.flatten(1)).to(prefix.dtype)], dim=1)
+    mask = torch.cat([prefix_mask, task_mask.flatten(1)], dim=1)
+    positions = torch.cat([prefix_mask.cumsum(-1) - 1, task_positions.flatten(1)], dim=1).clamp(min=0)
+    segments = torch.cat([torch.full_like(prefix_mask, IMAGE, dtype=torch.long), task_segments.flatten(1)], dim=1)
+    targets = torch.cat([torch.full(prefix_mask.shape, -100, device=device), task_labels.flatten(1)], dim=1)
 
     # Real tokens first, in order, padding after; then drop the columns that are padding in every row.
     order = torch.argsort(~mask, dim=1, stable=True)[:, : int(mask.sum(-1).max())]
     embeds = embeds.gather(1, order[..., None].expand(-1, -1, embeds.shape[-1]))
-    mask, positions, segments, reads, targets = (
-        tensor.gather(1, order) for tensor in (mask, positions, segments, reads, targets)
-    )
+    mask, positions, segments, targets = (tensor.gather(1, order) for tensor in (mask, positions, segments, targets))
 
     query, key = segments[:, :, None], segments[:, None, :]
     causal = torch.ones(order.shape[1], order.shape[1], dtype=torch.bool, device=device).tril()
-    allowed = causal & mask[:, None, :] & ((key == reads[:, :, None]) | (key == query))
-    isolated = (segments <= IMAGE) & mask & (positions < isolated_tokens)
+    allowed = causal & mask[:, None, :] & ((key == IMAGE) | (key == query))
+    isolated = (segments == IMAGE) & mask & (positions < isolated_tokens)
     allowed &= ~(isolated[:, :, None] & isolated[:, None, :])
     allowed |= torch.eye(order.shape[1], dtype=torch.bool, device=device)  # padding attends to itself: no empty rows
     return embeds, additive(allowed[:, None], embeds.dtype), positions, targets, mask

@@ -40,10 +40,8 @@ CAPTIONS = [
 IMAGE_SIZE = 32
 # The from-scratch jobs' captioner: a ConvNeXt whose last feature map's cells are the prefix tokens.
 CONVNEXT_PATCHES = {"vision_tower": "convnext", "vision_feature": "patch", "vision_feature_layer": -1}
-# ... with its image tokens isolated inside GPT-2.
+# ... with its image tokens isolated inside GPT-2, as the questions job builds it.
 ISOLATED = {**CONVNEXT_PATCHES, "isolate_image_tokens": True}
-# ... and with a caption mixer beside them, as the questions job builds it.
-CAPTION_MIXER = {**ISOLATED, "caption_mixer_layers": 2}
 
 
 def distinct_images(count: int, size: int = IMAGE_SIZE, seed: int = 0) -> list[Image.Image]:

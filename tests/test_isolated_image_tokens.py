@@ -1,7 +1,6 @@
 """Isolated image tokens (config isolate_image_tokens): inside GPT-2 each image token attends to itself only, in
 training (rows and packed), in the fast greedy decoder and in transformers' loop (beams, sampling), and in a process
-that loads the saved folder without this repo. The same for a caption mixer (config caption_mixer_layers), whose
-prefix the captions read and the questions do not."""
+that loads the saved folder without this repo."""
 
 import json
 import os
@@ -10,15 +9,7 @@ import textwrap
 
 import pytest
 import torch
-from conftest import (
-    CAPTION_MIXER,
-    CONVNEXT_PATCHES,
-    ISOLATED,
-    ISOLATED_USER_PRELUDE,
-    distinct_images,
-    run_isolated,
-    tiny_model,
-)
+from conftest import CONVNEXT_PATCHES, ISOLATED, ISOLATED_USER_PRELUDE, distinct_images, run_isolated, tiny_model
 
 from modeling_vitgpt2 import VitGpt2Config
 
@@ -53,13 +44,12 @@ def test_an_image_token_sees_no_other_image_token(tokenizer, processor, isolated
         assert moved[4:].min() > 1e-3  # causal attention: every later cell's token takes the change in
 
 
-@pytest.mark.parametrize("variant", [ISOLATED, CAPTION_MIXER])
 @pytest.mark.parametrize(
     "search", [{"num_beams": 3}, {"do_sample": True, "top_k": 0}, {"cache_implementation": "dynamic"}]
 )
-def test_transformers_loop_reads_the_image_as_training_does(tokenizer, processor, search, variant):
+def test_transformers_loop_reads_the_image_as_training_does(tokenizer, processor, search):
     """The loop's first scores are forward()'s logits at the prompt's end: the loop's prefill isolates the tokens."""
-    model = tiny_model(tokenizer, seed=6, **variant)
+    model = tiny_model(tokenizer, seed=6, **ISOLATED)
     for prompts in (PROMPTS, None):  # padded prompts; captions (transformers then drops the mask of ones)
         inputs = processor(images=distinct_images(4), text=prompts)
         with torch.no_grad():
@@ -70,9 +60,8 @@ def test_transformers_loop_reads_the_image_as_training_does(tokenizer, processor
             torch.testing.assert_close(first[:, row], logits, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("variant", [ISOLATED, CAPTION_MIXER])
-def test_fast_decoder_and_transformers_loop_agree(tokenizer, processor, variant):
-    model = tiny_model(tokenizer, seed=7, **variant)
+def test_fast_decoder_and_transformers_loop_agree(tokenizer, processor):
+    model = tiny_model(tokenizer, seed=7, **ISOLATED)
     images = distinct_images(4)
     for prompts in (PROMPTS, ["a red circle"] * 4, None):  # padded, unpadded, no prompt
         inputs = processor(images=images, text=prompts)
@@ -84,35 +73,6 @@ def test_fast_decoder_and_transformers_loop_agree(tokenizer, processor, variant)
 def test_readers_cannot_isolate_their_columns():
     with pytest.raises(ValueError, match="isolate_image_tokens"):
         VitGpt2Config(vision_config={"model_type": "convnext"}, vision_feature="columns", isolate_image_tokens=True)
-
-
-def test_a_caption_mixer_needs_isolated_image_tokens():
-    with pytest.raises(ValueError, match=r"caption_mixer_layers=2: .* \(isolate_image_tokens=True\)"):
-        VitGpt2Config(vision_config={"model_type": "convnext"}, vision_feature="patch", caption_mixer_layers=2)
-
-
-def test_captions_read_the_caption_mixer_and_questions_do_not(tokenizer, processor):
-    """Changing the mixer's weights changes what a caption row predicts, in forward() and generate(), and nothing a
-    prompted row does."""
-    model = tiny_model(tokenizer, seed=10, **CAPTION_MIXER)
-    inputs = processor(images=distinct_images(4), text=PROMPTS)
-    captioned = [not prompt for prompt in PROMPTS]
-    with torch.no_grad():
-        before = model(**inputs).logits[:, -1]
-        generated = model.generate(**inputs, max_new_tokens=6, min_new_tokens=6, output_logits=True,
-                                   return_dict_in_generate=True)  # fmt: skip
-        torch.manual_seed(0)
-        for parameter in model.caption_mixer.parameters():
-            parameter.add_(torch.randn_like(parameter))
-        after = model(**inputs).logits[:, -1]
-        generated_after = model.generate(**inputs, max_new_tokens=6, min_new_tokens=6, output_logits=True,
-                                         return_dict_in_generate=True)  # fmt: skip
-    moved = (before - after).abs().amax(-1)
-    assert moved[captioned].min() > 1e-3 and moved[[not row for row in captioned]].max() == 0
-    for step, step_after in zip(generated.logits, generated_after.logits):
-        step_moved = (step - step_after).abs().amax(-1)
-        assert step_moved[[not row for row in captioned]].max() == 0
-    assert (generated.logits[0] - generated_after.logits[0]).abs().amax(-1)[captioned].min() > 1e-3
 
 
 USER_SCRIPT = ISOLATED_USER_PRELUDE + textwrap.dedent(
@@ -132,9 +92,8 @@ USER_SCRIPT = ISOLATED_USER_PRELUDE + textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("variant", [ISOLATED, CAPTION_MIXER])
-def test_saved_isolated_model_answers_the_same_without_this_repo(tokenizer, processor, tmp_path, variant):
-    model = tiny_model(tokenizer, seed=8, **variant)
+def test_saved_isolated_model_answers_the_same_without_this_repo(tokenizer, processor, tmp_path):
+    model = tiny_model(tokenizer, seed=8, **ISOLATED)
     model.save_pretrained(tmp_path / "model")
     processor.save_pretrained(tmp_path / "model")
     images = distinct_images(3)

@@ -6,7 +6,6 @@ import tempfile
 import pytest
 import torch
 from conftest import (
-    CAPTION_MIXER,
     CAPTIONS,
     CONVNEXT_PATCHES,
     ISOLATED,
@@ -29,7 +28,7 @@ def images():
     return distinct_images(4)
 
 
-@pytest.mark.parametrize("variant", [{}, {"prefix_length": 2}, {"vision_feature": "patch"}, ISOLATED, CAPTION_MIXER])
+@pytest.mark.parametrize("variant", [{}, {"prefix_length": 2}, {"vision_feature": "patch"}, ISOLATED])
 @pytest.mark.parametrize("search", [{}, {"cache_implementation": "dynamic"}, {"num_beams": 3}])
 def test_a_batch_of_prompts_answers_as_one_prompt_at_a_time(tokenizer, processor, images, variant, search):
     model = tiny_model(tokenizer, seed=3, **variant)
@@ -236,7 +235,7 @@ def test_processor_pads_prompts_left_and_targets_right(processor):
         processor(text_target=["a caption", "  "])
 
 
-@pytest.mark.parametrize("variant", [{}, {"prefix_length": 2}, CONVNEXT_PATCHES, ISOLATED, CAPTION_MIXER])
+@pytest.mark.parametrize("variant", [{}, {"prefix_length": 2}, CONVNEXT_PATCHES, ISOLATED])
 def test_packed_tasks_train_as_separate_rows(tokenizer, processor, images, variant):
     """An image's caption and questions packed after one reading of the image: the same loss and gradients as the
     same tasks trained as separate rows, each after its own copy of the image."""

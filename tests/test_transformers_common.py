@@ -74,14 +74,14 @@ NOT_APPLICABLE = {
 class VitGpt2ModelTester:
     """A tiny vitgpt2 (CLIP vision, patch features, GPT-2) and a batch with an image and a prompt."""
 
-    def __init__(self, parent, batch_size=3, prompt_length=5, vocab_size=99, image_size=16, patch_size=8, **options):
-        self.parent, self.options = parent, options
+    def __init__(self, parent, batch_size=3, prompt_length=5, vocab_size=99, image_size=16, patch_size=8):
+        self.parent = parent
         self.batch_size, self.prompt_length = batch_size, prompt_length
         self.vocab_size, self.image_size, self.patch_size = vocab_size, image_size, patch_size
         self.num_hidden_layers, self.hidden_size, self.num_attention_heads = 2, 32, 4
         self.is_training = True
         # What the common tests count: GPT-2 sees the image's patches, then the prompt.
-        self.seq_length = (image_size // patch_size) ** 2 + options.get("isolate_image_tokens", 0) + prompt_length
+        self.seq_length = (image_size // patch_size) ** 2 + prompt_length
 
     def get_config(self) -> VitGpt2Config:
         vision = CLIPVisionConfig(
@@ -92,9 +92,7 @@ class VitGpt2ModelTester:
             vocab_size=self.vocab_size, n_embd=self.hidden_size, n_layer=self.num_hidden_layers,
             n_head=self.num_attention_heads, n_positions=64, bos_token_id=0, eos_token_id=0, pad_token_id=0,
         )  # fmt: skip
-        return VitGpt2Config(
-            vision_config=vision, text_config=text, vision_feature="patch", vision_feature_layer=-1, **self.options
-        )
+        return VitGpt2Config(vision_config=vision, text_config=text, vision_feature="patch", vision_feature_layer=-1)
 
     def prepare_config_and_inputs_for_common(self):
         config = self.get_config()
@@ -122,18 +120,10 @@ class VitGpt2CommonTest(common.ModelTesterMixin, unittest.TestCase):
         return inputs
 
 
-class VitGpt2QuestionsModelCommonTest(VitGpt2CommonTest):
-    """The same tests on the questions job's kind of model: image tokens isolated in GPT-2, and a caption mixer."""
-
-    def setUp(self):
-        self.model_tester = VitGpt2ModelTester(self, isolate_image_tokens=True, caption_mixer_layers=2)
-
-
 def _skip_not_applicable():
-    for test_class in (VitGpt2CommonTest, VitGpt2QuestionsModelCommonTest):
-        for name, reason in NOT_APPLICABLE.items():
-            if hasattr(test_class, name):
-                setattr(test_class, name, unittest.skip(reason)(getattr(test_class, name)))
+    for name, reason in NOT_APPLICABLE.items():
+        if hasattr(VitGpt2CommonTest, name):
+            setattr(VitGpt2CommonTest, name, unittest.skip(reason)(getattr(VitGpt2CommonTest, name)))
 
 
 _skip_not_applicable()

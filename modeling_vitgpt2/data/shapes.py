@@ -183,7 +183,6 @@ def load_shapes_dataset(
 QUESTION_TYPES = ("count", "colour", "shape", "size", "relation", "yesno")
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three"}
 INVERSE_RELATION = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
-RELATIONS = tuple(INVERSE_RELATION)
 
 
 def question_prompt(question: str) -> str:
@@ -251,25 +250,15 @@ def pick_questions(questions, rng: random.Random, prefer=frozenset()) -> list:
 
 
 def scene_cells(groups) -> list[list[int]]:
-    """Each grid cell, row by row (the order of a ConvNeXt's last feature map's cells), for
-    training/cell_supervision.py: [colour, shape, size, count, relation], the first three 1-based indices into
-    COLOURS, SHAPES and SIZES, then how many objects the cell's group has, then how the group stands to the other
-    group (1-based into RELATIONS; 0 in a scene of one group). An empty cell is all 0."""
-    relations = [0] * len(groups)
-    if len(groups) == 2:
-        first, relation, _ = relation_of(groups)
-        mentioned_first = 0 if first is groups[0] else 1
-        relations[mentioned_first] = 1 + RELATIONS.index(relation)
-        relations[1 - mentioned_first] = 1 + RELATIONS.index(INVERSE_RELATION[relation])
-    cells = [[0, 0, 0, 0, 0] for _ in range(GRID * GRID)]
-    for (count, size, colour, shape, group_cells), relation in zip(groups, relations):
+    """Each grid cell, row by row (the order of a ConvNeXt's last feature map's cells), as [colour, shape, size]
+    indices into COLOURS, SHAPES and SIZES, 1-based ([0, 0, 0]: an empty cell), for training/cell_supervision.py."""
+    cells = [[0, 0, 0] for _ in range(GRID * GRID)]
+    for _, size, colour, shape, group_cells in groups:
         for column, row in group_cells:
             cells[row * GRID + column] = [
                 1 + list(COLOURS).index(colour),
                 1 + SHAPES.index(shape),
                 1 + list(SIZES).index(size),
-                count,
-                relation,
             ]
     return cells
 

@@ -233,9 +233,7 @@ def render_card(model, run: dict, metrics: dict, examples: list, repo_id: str, c
         feature_description=f"{'pooled embedding' if pooled else patches} ({config.vision_feature_size}-d)",
         prefix_description=(f"{config.prefix_length} prefix token(s)" if pooled else "one prefix token each")
         + ("; in GPT-2 each attends to itself only, and a learned token after them reads them all"
-           if config.isolate_image_tokens else "")
-        + (f"; captions read them after {config.caption_mixer_layers} self-attention layers of their own (questions "
-           "read them as projected)" if config.caption_mixer_layers else ""),
+           if config.isolate_image_tokens else ""),
         text_description=f"{config.text_config.n_layer} layers, width {config.text_config.n_embd}",
         projection_in=config.vision_feature_size,
         projection_hidden=config.projection_hidden_size,
